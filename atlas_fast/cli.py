@@ -1,0 +1,147 @@
+"""The ``atlas-fast`` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .errors import AtlasError
+
+__all__ = ["main", "ProgressBar"]
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: bytes, MB/s and messages/s.
+
+    Called as ``bar(done_bytes, total_bytes)``; the pipeline also reports
+    committed messages through :meth:`set_messages`.
+    """
+
+    def __init__(self, stream=None, min_interval: float = 0.1):
+        self.stream = stream if stream is not None else sys.stderr
+        self.min_interval = min_interval
+        self.start = time.perf_counter()
+        self.last = 0.0
+        self.messages = 0
+        self.done = self.total = 0
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def set_messages(self, n: int) -> None:
+        self.messages = n
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self._render(final=False)
+
+    def close(self) -> None:
+        """Draw the last state and end the line."""
+        self._render(final=True)
+
+    def _render(self, final: bool) -> None:
+        done, total = self.done, self.total
+        now = time.perf_counter()
+        if not final and now - self.last < self.min_interval:
+            return
+        if not self.tty and not final and now - self.last < 2.0:
+            return  # logs get a line every 2 s, terminals a live bar
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        frac = min(done / total, 1.0) if total else 0.0
+        width = 30
+        filled = int(frac * width)
+        bar = "#" * filled + "-" * (width - filled)
+        line = (
+            f"[{bar}] {frac * 100:5.1f}%  {done / 1e6:8.1f}/{total / 1e6:.1f} MB  "
+            f"{done / 1e6 / elapsed:6.1f} MB/s  {self.messages / elapsed:8.0f} msg/s"
+        )
+        end = "\n" if final or not self.tty else ""
+        self.stream.write(("\r" if self.tty else "") + line + end)
+        self.stream.flush()
+
+
+def _summary_table(summary) -> str:
+    rows = [
+        ("source", summary.source),
+        ("database", summary.db),
+        ("run", str(summary.run_id)),
+        ("status", summary.status),
+        ("messages", f"{summary.messages:,}"),
+        ("spam", f"{summary.spam:,}"),
+        ("ham", f"{summary.ham:,}"),
+        ("errors", f"{summary.errors:,}"),
+        ("bytes", f"{summary.bytes:,}"),
+        ("elapsed", f"{summary.elapsed_s:.2f} s"),
+        ("throughput", f"{summary.msgs_per_sec:,.0f} msg/s"),
+    ]
+    if summary.resumed_from:
+        rows.insert(4, ("resumed at byte", f"{summary.resumed_from:,}"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _cmd_process(args) -> int:
+    from .pipeline import process_mbox
+
+    for path in args.mbox:
+        try:
+            summary = process_mbox(
+                path,
+                db=args.db,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                cache=False if args.no_cache else args.cache_dir,
+                memory_limit_mb=args.memory_limit_mb,
+                model=args.model,
+                rules=args.rules or (),
+                progress=None if args.quiet else ProgressBar(),
+            )
+        except KeyboardInterrupt as exc:
+            print(f"\natlas-fast: {exc}", file=sys.stderr)
+            return 130
+        print(_summary_table(summary))
+    return 0
+
+
+def _cmd_config(args) -> int:
+    from .config import ENV_VARS, resolve_settings
+
+    settings = resolve_settings()
+    for name, value in settings.as_dict().items():
+        print(f"{name:<16} {value!s:<12} ({settings.sources[name]}; env {ENV_VARS[name]})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atlas-fast", description="Fast mailbox spam engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("process", help="parse, classify and store an mbox in SQLite")
+    p.add_argument("mbox", nargs="+", help="mbox file(s), plain or .gz")
+    p.add_argument("--db", default="atlas.sqlite", help="SQLite database (default: %(default)s)")
+    p.add_argument("--workers", type=int, help="worker processes (default: usable cores)")
+    p.add_argument("--batch-size", type=int, help="rows per transaction (default 500)")
+    p.add_argument("--cache-dir", help="persistent cache directory")
+    p.add_argument("--no-cache", action="store_true", help="switch the cache off")
+    p.add_argument("--memory-limit-mb", type=int, help="bound on in-flight input memory")
+    p.add_argument("--model", help="model file from 'atlas-fast train' (default: shipped model)")
+    p.add_argument("--rules", action="append", help="extra rule file (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_process)
+
+    p = sub.add_parser("config", help="print the effective settings and where each comes from")
+    p.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AtlasError as exc:
+        print(f"atlas-fast: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,700 @@
+"""Pipeline: one run from an mbox to SQLite.
+
+The parent process streams the input into a ring of shared-memory slots
+(:mod:`atlas_fast.splitter`), worker processes parse and classify a whole
+slot per task and send one msgspec batch per slot to the writer process
+(:mod:`atlas_fast.writer`), which commits them.  Back-pressure is built in:
+the writer's queue is bounded, a worker that cannot hand over its batch does
+not take the next slot, and the splitter waits for a free slot.  Memory is
+therefore bounded by the slot ring, whatever the size of the input.
+
+Ctrl-C (SIGINT) or SIGTERM stops the splitter; what was read is finished and
+committed, every child exits, every segment is unlinked, and the run is
+recorded as ``interrupted``.  A rerun resumes where the committed rows end.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_module
+import re
+import signal
+import sqlite3
+import time
+import traceback
+from array import array
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
+
+import msgspec
+
+from . import __version__
+from ._parser import parse_chunk, parse_message
+from .config import Settings, resolve_settings
+from .errors import AtlasError, InputError
+from .migrations import connect
+from .records import MessageRecord, RecordBatch, encode_batch
+from .splitter import Chunk, MboxSplitter, Oversized
+from .writer import run_writer, utc_now
+
+__all__ = ["process_mbox", "RunSummary"]
+
+SLOT_BYTES = 4 << 20
+MIN_SLOT_BYTES = 1 << 20
+_SHM_PREFIX = "atlas_"
+_SHM_NAME = re.compile(r"^atlas_(\d+)_\w+$")
+
+
+@dataclass
+class RunSummary:
+    """What one :func:`process_mbox` call did.
+
+    ``messages``, ``spam``, ``ham`` and ``errors`` count the messages this run
+    stored; a resumed run does not count again what an earlier run stored.
+    """
+
+    run_id: int
+    source: str
+    db: str
+    status: str
+    messages: int
+    spam: int
+    ham: int
+    errors: int
+    bytes: int
+    elapsed_s: float
+    resumed_from: int
+    settings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def msgs_per_sec(self) -> float:
+        return self.messages / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["msgs_per_sec"] = self.msgs_per_sec
+        return out
+
+
+class _Interrupted(BaseException):
+    """SIGTERM, turned into an exception in the parent like SIGINT is."""
+
+
+# ---------------------------------------------------------------------------
+# Worker process
+# ---------------------------------------------------------------------------
+
+
+def _ranges(starts: array, nbytes: int) -> array:
+    ends = array("q", starts[1:])
+    ends.append(nbytes)
+    return ends
+
+
+def _parse_slot(buf, starts: array, ends: array) -> list:
+    """Parses a slot; never raises for bad mail.  Should the compiled parser
+    itself fail on a chunk, each message is retried alone so that only the
+    message at fault gets an error row."""
+    try:
+        return parse_chunk(buf, starts, ends)
+    except Exception:
+        out = []
+        for start, end in zip(starts, ends):
+            try:
+                out.append(parse_message(bytes(buf[start:end])))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
+def _records(parsed: list, verdicts, starts: array, ends: array, base: int) -> list:
+    records = []
+    for i, msg in enumerate(parsed):
+        start = starts[i]
+        offset = base + start
+        length = ends[i] - start
+        if isinstance(msg, Exception):
+            records.append(
+                MessageRecord(offset, length, error=f"parser failure: {type(msg).__name__}")
+            )
+            continue
+        rec = MessageRecord(
+            offset,
+            length,
+            msg.message_id,
+            msg.from_addr,
+            msg.from_domain,
+            msg.subject,
+            msg.date,
+            n_parts=msg.n_parts,
+            n_attachments=msg.n_attachments,
+            n_urls=msg.n_urls,
+            error=msg.error,
+        )
+        if verdicts is not None:
+            v = verdicts[i]
+            (rec.label, rec.category, rec.score, rec.decided_by, rec.rule_id, rec.reasons,
+             rec.registered_domain, rec.origin_ip, rec.origin_country,
+             rec.spf, rec.dkim, rec.dmarc) = v[:12]
+        records.append(rec)
+    return records
+
+
+def _worker_main(slots, task_queue, free_queue, out_queue, leading_junk, classifier_args, parent_pid):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    classifier = _make_classifier(classifier_args)
+    buffers = [s.buf for s in slots]
+    while True:
+        try:
+            task = task_queue.get(timeout=1.0)
+        except queue_module.Empty:
+            if os.getppid() != parent_pid:
+                return
+            continue
+        if task is None:
+            return
+        seq, slot_ref, base, nbytes, starts_raw = task
+        starts = array("q")
+        starts.frombytes(starts_raw)
+        ends = _ranges(starts, nbytes)
+        extra = None
+        if isinstance(slot_ref, str):  # an oversized message's own segment
+            extra = shared_memory.SharedMemory(name=slot_ref)
+            buf = extra.buf[:nbytes]
+        else:
+            buf = buffers[slot_ref][:nbytes]
+        try:
+            parsed = _parse_slot(buf, starts, ends)
+            if base == 0 and leading_junk and starts[0] == 0:
+                first = parsed[0]
+                if not isinstance(first, Exception) and first.error is None:
+                    first.error = "no mbox envelope line before this text"
+        finally:
+            buf.release()
+            if extra is not None:
+                extra.close()
+            free_queue.put(slot_ref)  # the slot is free once parsed
+        verdicts = None
+        if classifier is not None:
+            ok = [m for m in parsed if not isinstance(m, Exception)]
+            if len(ok) == len(parsed):
+                verdicts = classifier.classify_chunk(parsed)
+            else:  # rare: parser failures have no fields to classify
+                got = iter(classifier.classify_chunk(ok))
+                verdicts = [None if isinstance(m, Exception) else next(got) for m in parsed]
+        records = _records(parsed, verdicts, starts, ends, base)
+        out_queue.put(encode_batch(RecordBatch(seq, base, base + nbytes, records)))
+
+
+def _make_classifier(args):
+    if args is None:
+        return None
+    from .classify import Classifier
+
+    return Classifier(**args)
+
+
+# ---------------------------------------------------------------------------
+# Shared-memory slots
+# ---------------------------------------------------------------------------
+
+
+def _remove_stale_segments() -> None:
+    """Unlink segments left by runs whose process was SIGKILLed."""
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        return
+    for name in names:
+        m = _SHM_NAME.match(name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            os.unlink(os.path.join("/dev/shm", name))
+        except OSError:
+            pass
+
+
+def _slot_plan(settings: Settings) -> tuple[int, int]:
+    """(number of slots, bytes per slot) within the memory limit."""
+    count = settings.workers * 2 + 2
+    size = SLOT_BYTES
+    if settings.memory_limit_mb is not None:
+        # In-flight input may use a quarter of the limit; the rest is the
+        # processes themselves and their per-chunk records.
+        budget = settings.memory_limit_mb * (1 << 20) // 4
+        while count * size > budget and count > settings.workers + 1:
+            count -= 1
+        while count * size > budget and size > MIN_SLOT_BYTES:
+            size //= 2
+    return count, size
+
+
+class _SlotRing:
+    def __init__(self, count: int, size: int):
+        self.size = size
+        self.slots: list[shared_memory.SharedMemory] = []
+        self.extra: dict[str, shared_memory.SharedMemory] = {}
+        self._serial = 0
+        try:
+            for _ in range(count):
+                self.slots.append(self._create(size))
+        except BaseException:
+            self.close()
+            raise
+
+    def _create(self, size: int) -> shared_memory.SharedMemory:
+        self._serial += 1
+        name = f"{_SHM_PREFIX}{os.getpid()}_{self._serial}"
+        return shared_memory.SharedMemory(name=name, create=True, size=max(size, 1))
+
+    def oversized(self, data: bytearray) -> str:
+        shm = self._create(len(data))
+        shm.buf[: len(data)] = data
+        self.extra[shm.name] = shm
+        return shm.name
+
+    def release(self, ref) -> None:
+        if isinstance(ref, str):
+            shm = self.extra.pop(ref, None)
+            if shm is not None:
+                shm.close()
+                shm.unlink()
+
+    def close(self) -> None:
+        for shm in list(self.slots) + list(self.extra.values()):
+            try:
+                shm.close()
+            except BufferError:  # a view is still exported; unlink anyway
+                pass
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+        self.slots.clear()
+        self.extra.clear()
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+
+def _check_path(value, name: str) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}")
+    text = os.fspath(value)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text:
+        raise InputError(text, f"{name} is empty")
+    return text
+
+
+def _begin_run(db: str, source: str, settings: Settings):
+    """Opens (and migrates) the database, reads the resume point, records the run."""
+    conn = connect(db)
+    try:
+        row = conn.execute(
+            "SELECT fingerprint, done_offset FROM progress WHERE source = ?", (source,)
+        ).fetchone()
+        return conn, row
+    except BaseException:
+        conn.close()
+        raise
+
+
+def process_mbox(
+    path,
+    db="atlas.sqlite",
+    *,
+    workers=None,
+    batch_size=None,
+    cache=None,
+    memory_limit_mb=None,
+    model=None,
+    rules=(),
+    progress=None,
+) -> RunSummary:
+    """Parse, classify and store every message of an mbox.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A plain or gzip-compressed mbox file.
+    db : str or PathLike
+        SQLite database; created if missing.  A rerun on the same database
+        resumes after the last committed message of ``path``.
+    workers : int, optional
+        Worker processes (``ATLAS_WORKER_COUNT``; default: usable cores).
+    batch_size : int, optional
+        Rows per SQLite transaction (``ATLAS_BULK_BATCH_SIZE``; default 500).
+    cache : str, bool, optional
+        Cache directory, ``True`` for the default one, ``False`` for none
+        (``ATLAS_CACHE_ENABLED``).
+    memory_limit_mb : int, optional
+        Bound on in-flight input memory (``ATLAS_MEMORY_LIMIT_MB``).
+    model : str or PathLike, optional
+        A model trained with ``atlas-fast train``; default: the shipped model.
+    rules : sequence of paths, optional
+        Extra rule files, added to the built-in rules.
+    progress : callable or bool, optional
+        ``progress(done_bytes, total_bytes)`` is called as input is read
+        (bytes of the file on disk); ``True`` shows a progress bar on stderr.
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not an mbox, corrupt compression.
+    ConfigError
+        An invalid option or environment variable.
+    KeyboardInterrupt
+        After Ctrl-C, once what was read is committed.
+    """
+    source_path = _check_path(path, "path")
+    db_path = _check_path(db, "db")
+    if progress is not None and progress is not True and progress is not False and not callable(progress):
+        raise TypeError("progress must be a callable, True or False")
+    if isinstance(rules, (str, os.PathLike)):
+        rules = [rules]
+    rules = [_check_path(r, "rules") for r in rules]
+    model_path = None if model is None else _check_path(model, "model")
+    settings = resolve_settings(workers, batch_size, cache, memory_limit_mb)
+    source = os.path.abspath(source_path)
+    if progress is True:
+        from .cli import ProgressBar
+
+        progress = ProgressBar()
+    elif progress is False:
+        progress = None
+
+    conn, row = _begin_run(db_path, source, settings)
+    try:
+        fingerprint, start_offset = (row if row else (None, 0))
+        splitter = MboxSplitter(source_path, start_offset, fingerprint)
+    except BaseException:
+        conn.close()
+        raise
+    try:
+        now = utc_now()
+        conn.execute("BEGIN")
+        if row is None:
+            conn.execute(
+                "INSERT INTO progress (source, size, fingerprint, done_offset, updated_at)"
+                " VALUES (?, ?, ?, 0, ?)",
+                (source, splitter.input_size, splitter.fingerprint, now),
+            )
+        run_id = conn.execute(
+            "INSERT INTO runs (source, started_at, resumed_from, settings, version)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (source, now, start_offset, msgspec.json.encode(settings.as_dict()).decode(), __version__),
+        ).lastrowid
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        splitter.close()
+        raise
+    conn.close()
+
+    classifier_args = _classifier_args(model_path, rules, settings)
+    run = _Run(settings, db_path, source, run_id, start_offset, splitter, classifier_args, progress)
+    return run.execute()
+
+
+def _classifier_args(model_path, rules, settings):
+    try:
+        from . import classify  # noqa: F401
+    except ImportError:
+        return None
+    return {"model": model_path, "rules": tuple(rules), "cache": settings.cache}
+
+
+class _Run:
+    def __init__(self, settings, db, source, run_id, start_offset, splitter, classifier_args, progress):
+        self.settings = settings
+        self.db = db
+        self.source = source
+        self.run_id = run_id
+        self.start_offset = start_offset
+        self.splitter = splitter
+        self.classifier_args = classifier_args
+        self.progress = progress
+        self.children: list[mp.Process] = []
+        self.committed = 0
+        self.done_offset = start_offset
+        self.writer_stats: dict = {}
+        self.timings: dict = {}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def execute(self) -> RunSummary:
+        t_start = time.perf_counter()
+        status, error = "done", None
+        ctx = mp.get_context("fork")
+        _remove_stale_segments()
+        count, size = _slot_plan(self.settings)
+        ring = None
+        old_term = signal.getsignal(signal.SIGTERM)
+        in_main = _in_main_thread()
+        try:
+            if in_main:
+                signal.signal(signal.SIGTERM, _raise_interrupted)
+            ring = _SlotRing(count, size)
+            self.ring = ring
+            self._start_children(ctx, ring)
+            self._feed(ring)
+            self._finish_children()
+        except (KeyboardInterrupt, _Interrupted) as exc:
+            status, error = "interrupted", exc
+            self._drain_after_interrupt()
+        except BaseException as exc:
+            status, error = "failed", exc
+            self._kill_children()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, old_term)
+            self.splitter.close()
+            if ring is not None:
+                ring.close()
+        elapsed = time.perf_counter() - t_start
+        summary = self._record_run(status, elapsed)
+        close_bar = getattr(self.progress, "close", None)
+        if close_bar is not None:
+            set_messages = getattr(self.progress, "set_messages")
+            set_messages(self.committed)
+            close_bar()
+        if status == "interrupted":
+            raise KeyboardInterrupt(
+                f"{self.source}: interrupted; {summary.messages} messages committed, "
+                f"rerun to resume at byte {self.done_offset}"
+            ) from None
+        if status == "failed":
+            raise error
+        return summary
+
+    def _start_children(self, ctx, ring: _SlotRing) -> None:
+        workers = self.settings.workers
+        self.task_queue = ctx.Queue()
+        self.free_queue = ctx.Queue()
+        self.out_queue = ctx.Queue(maxsize=workers * 2)
+        self.ack_queue = ctx.Queue()
+        parent = os.getpid()
+        # Children must not see SIGINT before they have set it to ignored:
+        # block it across fork, the child unblocks after installing SIG_IGN.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            self.writer = ctx.Process(
+                target=_writer_entry,
+                args=(self.db, self.run_id, self.source, self.start_offset,
+                      self.settings.batch_size, self.out_queue, self.ack_queue, parent),
+                name="atlas-writer",
+                daemon=True,
+            )
+            self.writer.start()
+            self.workers = []
+            for i in range(workers):
+                p = ctx.Process(
+                    target=_worker_main,
+                    args=(ring.slots, self.task_queue, self.free_queue, self.out_queue,
+                          self.splitter.leading_junk, self.classifier_args, parent),
+                    name=f"atlas-worker-{i}",
+                    daemon=True,
+                )
+                p.start()
+                self.workers.append(p)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        self.children = [self.writer, *self.workers]
+        for i in range(len(ring.slots)):
+            self.free_queue.put(i)
+
+    def _feed(self, ring: _SlotRing) -> None:
+        seq = 0
+        views = [s.buf for s in ring.slots]
+        try:
+            while True:
+                slot = self._next_free_slot()
+                got = self.splitter.fill(views[slot])
+                if got is None:
+                    self.free_queue.put(slot)
+                    break
+                if isinstance(got, Oversized):
+                    self.free_queue.put(slot)
+                    name = ring.oversized(got.data)
+                    starts = array("q", [0])
+                    task = (seq, name, got.base, len(got.data), starts.tobytes())
+                else:
+                    task = (seq, slot, got.base, got.nbytes, got.starts.tobytes())
+                self.task_queue.put(task)
+                seq += 1
+                if self.progress is not None:
+                    self.progress(self.splitter.input_pos, self.splitter.input_size)
+        finally:
+            for v in views:
+                v.release()
+
+    def _next_free_slot(self) -> int:
+        while True:
+            self._drain_acks()
+            try:
+                ref = self.free_queue.get(timeout=0.2)
+            except queue_module.Empty:
+                self._check_children()
+                continue
+            if isinstance(ref, str):
+                self.ring.release(ref)
+                continue
+            return ref
+
+    def _drain_acks(self, block: bool = False, timeout: float = 0.2):
+        while True:
+            try:
+                kind, *rest = self.ack_queue.get(block, timeout)
+            except queue_module.Empty:
+                return None
+            if kind == "commit":
+                self.committed, self.done_offset = rest
+                set_messages = getattr(self.progress, "set_messages", None)
+                if set_messages is not None:
+                    set_messages(self.committed)
+            elif kind == "done":
+                self.writer_stats = rest[0]
+                self.done_offset = rest[0]["done_offset"]
+                return "done"
+            elif kind == "error":
+                raise AtlasError(f"{self.db}: writer failed: {rest[0]}")
+            block = False
+
+    def _check_children(self) -> None:
+        for p in self.children:
+            if p.exitcode is not None:
+                raise AtlasError(
+                    f"{self.source}: {p.name} exited unexpectedly (exit code {p.exitcode}) "
+                    f"near byte {self.done_offset}"
+                )
+
+    def _finish_children(self) -> None:
+        for _ in self.workers:
+            self.task_queue.put(None)
+        while any(p.is_alive() for p in self.workers):
+            self._drain_acks()
+            self._release_oversized()
+            for p in self.workers:
+                if p.exitcode not in (None, 0):
+                    raise AtlasError(f"{self.source}: {p.name} failed (exit code {p.exitcode})")
+            for p in self.workers:
+                p.join(timeout=0.05)
+        self._release_oversized()
+        self.out_queue.put(None)
+        while self._drain_acks(block=True, timeout=0.5) != "done":
+            if self.writer.exitcode is not None:
+                self._drain_acks()
+                if self.writer_stats:
+                    break
+                raise AtlasError(f"{self.db}: writer exited (code {self.writer.exitcode}) before finishing")
+        self.writer.join()
+        for q in (self.task_queue, self.free_queue, self.out_queue, self.ack_queue):
+            q.close()
+            q.join_thread()
+
+    def _release_oversized(self) -> None:
+        while True:
+            try:
+                ref = self.free_queue.get_nowait()
+            except queue_module.Empty:
+                return
+            self.ring.release(ref)
+
+    def _drain_after_interrupt(self) -> None:
+        """Stop reading; let workers finish the slots they hold; commit."""
+        try:
+            if not self.children:
+                return
+            # Drop tasks nobody started yet: they will be read again on resume.
+            while True:
+                try:
+                    self.task_queue.get_nowait()
+                except queue_module.Empty:
+                    break
+            self._finish_children()
+        except BaseException:
+            self._kill_children()
+
+    def _kill_children(self) -> None:
+        for p in self.children:
+            if p.is_alive():
+                p.kill()
+        for p in self.children:
+            p.join(timeout=5)
+        for q in ("task_queue", "free_queue", "out_queue", "ack_queue"):
+            qq = getattr(self, q, None)
+            if qq is not None:
+                qq.close()
+                qq.cancel_join_thread()
+
+    # -- bookkeeping -------------------------------------------------------
+
+    def _record_run(self, status: str, elapsed: float) -> RunSummary:
+        conn = sqlite3.connect(self.db, timeout=60, isolation_level=None)
+        try:
+            counts = dict.fromkeys(("messages", "spam", "ham", "errors"), 0)
+            row = conn.execute(
+                "SELECT count(*), sum(label = 'spam'), sum(label = 'ham'), count(error)"
+                " FROM messages WHERE run_id = ?",
+                (self.run_id,),
+            ).fetchone()
+            counts = dict(zip(("messages", "spam", "ham", "errors"), (v or 0 for v in row)))
+            timings = {"elapsed_s": elapsed, "writer": self.writer_stats}
+            rate = counts["messages"] / elapsed if elapsed > 0 else 0.0
+            conn.execute("BEGIN")
+            conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, messages = ?, spam = ?, ham = ?,"
+                " errors = ?, elapsed_s = ?, msgs_per_sec = ?, timings = ?, bytes = ?"
+                " WHERE run_id = ?",
+                (status, utc_now(), counts["messages"], counts["spam"], counts["ham"],
+                 counts["errors"], elapsed, rate, msgspec.json.encode(timings).decode(),
+                 self.done_offset, self.run_id),
+            )
+            if status == "done":
+                conn.execute("UPDATE progress SET complete = 1 WHERE source = ?", (self.source,))
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return RunSummary(
+            run_id=self.run_id, source=self.source, db=self.db, status=status,
+            bytes=self.done_offset - self.start_offset, elapsed_s=elapsed,
+            resumed_from=self.start_offset, settings=self.settings.as_dict(),
+            timings=timings, **counts,
+        )
+
+
+def _writer_entry(*args):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    run_writer(*args)
+
+
+def _raise_interrupted(signum, frame):
+    raise _Interrupted()
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

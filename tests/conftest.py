@@ -1,0 +1,83 @@
+"""Shared fixtures: the labelled corpus beside the repo, and mbox builders."""
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+SAMPLE = REPO / "samples" / "sample.mbox"
+
+# Message counts per file, from ../shared/corpus/MANIFEST.md.
+MANIFEST_COUNTS = {
+    "spamassassin-train-ham.mbox.gz": 3376,
+    "spamassassin-train-spam.mbox.gz": 1511,
+    "spamassassin-test-ham.mbox.gz": 774,
+    "spamassassin-test-spam.mbox.gz": 385,
+    "csdmc2010-train-ham.mbox.gz": 954,
+    "csdmc2010-train-spam.mbox.gz": 628,
+}
+
+
+def corpus_file(name: str) -> Path:
+    path = CORPUS / name
+    if not path.exists():
+        pytest.skip(f"corpus file {path} not present")
+    return path
+
+
+def mbox_bytes(*messages: bytes, envelope: bytes = b"From sender@example.com Thu Jan  1 00:00:00 1970\n") -> bytes:
+    """An mboxo file of ``messages`` as Python's mailbox writes it: envelope,
+    message, blank line."""
+    out = []
+    for m in messages:
+        if not m.endswith(b"\n"):
+            m += b"\n"
+        out.append(envelope + m + b"\n")
+    return b"".join(out)
+
+
+def write_mbox(path: Path, *messages: bytes, compress: bool = False) -> Path:
+    data = mbox_bytes(*messages)
+    if compress:
+        path.write_bytes(gzip.compress(data, mtime=0))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def rows(db, where: str = "", params=()) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(f'SELECT * FROM messages {where} ORDER BY source, "offset"', params).fetchall()
+    finally:
+        conn.close()
+
+
+def shm_segments() -> set[str]:
+    try:
+        return {n for n in os.listdir("/dev/shm") if re.match(r"atlas_\d+_", n)}
+    except OSError:
+        return set()
+
+
+def simple_message(i: int, body: str = "hello") -> bytes:
+    return (
+        f"From: Sender {i} <sender{i}@example.com>\n"
+        f"To: someone@example.org\n"
+        f"Subject: message number {i}\n"
+        f"Date: Mon, 3 Mar 2025 09:14:52 +0000\n"
+        f"Message-ID: <msg-{i}@example.com>\n"
+        f"\n{body} {i}\n"
+    ).encode()
+
+
+@pytest.fixture
+def tmp_db(tmp_path):
+    return tmp_path / "atlas.sqlite"

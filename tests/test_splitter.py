@@ -1,0 +1,152 @@
+"""The splitter finds every message boundary and loses no byte."""
+from __future__ import annotations
+
+import gzip
+import mailbox
+import random
+
+import pytest
+
+from atlas_fast import InputError, NotAnMboxError
+from atlas_fast._splitter import find_first_start, scan_starts
+from atlas_fast.splitter import Chunk, MboxSplitter, Oversized, split_mbox
+
+from conftest import CORPUS, MANIFEST_COUNTS, corpus_file, mbox_bytes, simple_message
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"From a\nx\n\nFrom b\ny\n", [0, 10]),
+        (b"From a\r\nx\r\n\r\nFrom b\r\n", [0, 13]),  # CRLF
+        (b"From a\nx\nFrom b\n", [0]),  # no empty line before: content
+        (b"From a\n\n>From b\n\nFrom c\n", [0, 17]),  # quoted >From stays content
+        (b"From a\n\n\nFrom b\n", [0, 9]),
+        (b"x\n\nFrom b\n", [3]),
+        (b"", []),
+        (b"From ", [0]),
+    ],
+)
+def test_scan_starts_table(data, expected):
+    starts, _ = scan_starts(data, 0, len(data), stream_start=True)
+    assert list(starts) == expected
+
+
+def test_scan_resume_covers_a_boundary_straddling_the_end():
+    data = b"From a\nbody\n\nFrom b\n"
+    cut = data.index(b"\nFrom b") + 3  # "\nFr" | "om b"
+    starts, resume = scan_starts(data, 0, cut, stream_start=True)
+    assert list(starts) == [0]
+    more, _ = scan_starts(data, resume, len(data))
+    assert list(more) == [data.index(b"From b")]
+
+
+def test_find_first_start():
+    assert find_first_start(b"From x\n") == 0
+    assert find_first_start(b"\n\nFrom x\n") == 2
+    assert find_first_start(b"junk\n\nFrom x") == 6
+    assert find_first_start(b"\x89PNG\r\n\x1a\n") == -1
+    assert find_first_start(b"") == -1
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST_COUNTS))
+def test_corpus_counts_and_bytes(name):
+    path = corpus_file(name)
+    data = gzip.open(path).read()
+    parts = list(split_mbox(path))
+    assert len(parts) == MANIFEST_COUNTS[name]
+    assert b"".join(p for _, p in parts) == data  # nothing lost, nothing doubled
+    assert all(data[o : o + len(p)] == p for o, p in parts)
+
+
+@pytest.mark.parametrize("slot_size", [64, 4096, 1 << 16])
+def test_small_slots_and_oversized_messages(tmp_path, slot_size):
+    seed = 1234
+    print("seed", seed)
+    rng = random.Random(seed)
+    msgs = [simple_message(i, "x" * rng.randrange(0, 20000)) for i in range(40)]
+    path = tmp_path / "m.mbox"
+    path.write_bytes(mbox_bytes(*msgs))
+    parts = list(split_mbox(path, slot_size))
+    assert len(parts) == 40
+    assert b"".join(p for _, p in parts) == path.read_bytes()
+
+
+def test_agrees_with_stdlib_mailbox(tmp_path):
+    path = tmp_path / "m.mbox"
+    mb = mailbox.mbox(path)
+    for i in range(25):
+        mb.add(simple_message(i, "From the start\nFrom here too"))
+    mb.flush()
+    mb.close()
+    ours = [raw for _, raw in split_mbox(path)]
+    theirs = mailbox.mbox(path)
+    try:
+        assert len(ours) == len(theirs) == 25
+        for raw, msg in zip(ours, theirs):
+            assert msg.get_payload(decode=True).rstrip(b"\n") in raw
+            assert b">From the start" in raw
+    finally:
+        theirs.close()
+
+
+def test_gzip_offsets_match_plain(tmp_path):
+    data = mbox_bytes(*[simple_message(i) for i in range(100)])
+    plain = tmp_path / "m.mbox"
+    gz = tmp_path / "m.mbox.gz"
+    plain.write_bytes(data)
+    gz.write_bytes(gzip.compress(data))
+    assert [o for o, _ in split_mbox(plain, 4096)] == [o for o, _ in split_mbox(gz, 4096)]
+
+
+def test_resume_at_offset(tmp_path):
+    data = mbox_bytes(*[simple_message(i) for i in range(50)])
+    path = tmp_path / "m.mbox.gz"
+    path.write_bytes(gzip.compress(data))
+    offsets = [o for o, _ in split_mbox(path)]
+    resume = offsets[20]
+    slot = memoryview(bytearray(1 << 16))
+    with MboxSplitter(path, resume) as sp:
+        got = sp.fill(slot)
+        assert isinstance(got, Chunk)
+        assert got.base == resume
+        assert [got.base + s for s in got.starts] == offsets[20:]
+
+
+def test_leading_blank_lines_are_skipped_and_text_is_kept(tmp_path):
+    blank = tmp_path / "blank.mbox"
+    blank.write_bytes(b"\n\n" + mbox_bytes(simple_message(1)))
+    assert [o for o, _ in split_mbox(blank)] == [2]
+    junk = tmp_path / "junk.mbox"
+    junk.write_bytes(b"stray text\n\n" + mbox_bytes(simple_message(1)))
+    parts = list(split_mbox(junk))
+    assert [o for o, _ in parts] == [0, 12]
+    assert parts[0][1] == b"stray text\n\n"
+
+
+def test_not_an_mbox(tmp_path):
+    path = tmp_path / "picture.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 300)
+    with pytest.raises(NotAnMboxError, match=r"picture\.png: not an mbox: no 'From ' line in the first 64 KiB \(byte 0\)"):
+        MboxSplitter(path)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.mbox: no such file"):
+        MboxSplitter(tmp_path / "nope.mbox")
+    with pytest.raises(InputError, match="is a directory"):
+        MboxSplitter(tmp_path)
+
+
+def test_truncated_gzip_names_file_and_offset(tmp_path):
+    data = gzip.compress(mbox_bytes(*[simple_message(i, "y" * 5000) for i in range(200)]))
+    path = tmp_path / "cut.mbox.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.mbox\.gz: corrupt or truncated compressed stream.*\(byte \d+\)"):
+        list(split_mbox(path))
+
+
+def test_empty_file_is_an_empty_mailbox(tmp_path):
+    path = tmp_path / "empty.mbox"
+    path.write_bytes(b"")
+    assert list(split_mbox(path)) == []
