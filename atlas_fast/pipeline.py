@@ -170,8 +170,9 @@ def _worker_main(slots, task_queue, free_queue, out_queue, leading_junk, classif
             parsed = _parse_slot(buf, starts, ends)
             if base == 0 and leading_junk and starts[0] == 0:
                 first = parsed[0]
-                if not isinstance(first, Exception) and first.error is None:
-                    first.error = "no mbox envelope line before this text"
+                if not isinstance(first, Exception):
+                    reason = "no mbox envelope line before this text"
+                    first.error = reason if first.error is None else f"{reason}; {first.error}"
         finally:
             buf.release()
             if extra is not None:
@@ -186,7 +187,22 @@ def _worker_main(slots, task_queue, free_queue, out_queue, leading_junk, classif
                 got = iter(classifier.classify_chunk(ok))
                 verdicts = [None if isinstance(m, Exception) else next(got) for m in parsed]
         records = _records(parsed, verdicts, starts, ends, base)
-        out_queue.put(encode_batch(RecordBatch(seq, base, base + nbytes, records)))
+        batch = RecordBatch(seq, base, base + nbytes, records)
+        try:
+            data = encode_batch(batch)
+        except msgspec.EncodeError:  # a lone surrogate in some header
+            _scrub(records)
+            data = encode_batch(batch)
+        out_queue.put(data)
+
+
+def _scrub(records: list) -> None:
+    """Replace what UTF-8 cannot carry (lone surrogates) with U+FFFD."""
+    for rec in records:
+        for name in rec.__struct_fields__:
+            value = getattr(rec, name)
+            if isinstance(value, str):
+                setattr(rec, name, value.encode("utf-8", "replace").decode("utf-8"))
 
 
 def _make_classifier(args):

@@ -132,14 +132,14 @@ class MboxSplitter:
 
     def _read_exact(self, size: int) -> bytes:
         buf = bytearray(size)
-        view = memoryview(buf)
         got = 0
-        while got < size:
-            n = self._read_into(view[got:])
-            if n == 0:
-                break
-            got += n
-        del view
+        with memoryview(buf) as whole:
+            while got < size:
+                with whole[got:] as view:
+                    n = self._read_into(view)
+                if n == 0:
+                    break
+                got += n
         del buf[got:]
         return bytes(buf)
 
@@ -174,7 +174,8 @@ class MboxSplitter:
             else:
                 scratch = memoryview(bytearray(1 << 20))
                 while to_skip > 0:
-                    n = self._read_into(scratch[: min(to_skip, len(scratch))])
+                    with scratch[: min(to_skip, len(scratch))] as view:
+                        n = self._read_into(view)
                     if n == 0:
                         break
                     to_skip -= n
@@ -232,7 +233,10 @@ class MboxSplitter:
         slot[:carried] = self._carry
         n = carried
         while n < cap and not self._eof:
-            k = self._read_into(slot[n:cap])
+            # Slices are released at once, even when a read fails: a live
+            # export would keep the shared-memory segment from closing.
+            with slot[n:cap] as view:
+                k = self._read_into(view)
             if k == 0:
                 self._eof = True
             n += k
@@ -273,7 +277,8 @@ class MboxSplitter:
                 return Oversized(base, data)
             old = len(data)
             data.extend(bytes(block))
-            k = self._read_into(memoryview(data)[old:])
+            with memoryview(data) as whole, whole[old:] as view:
+                k = self._read_into(view)
             del data[old + k :]
             if k == 0:
                 self._eof = True

@@ -1,0 +1,104 @@
+"""Benchmark fixtures: generated mboxes (cached under bench-data/) and the
+ratio report printed at the end of a run."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+DATA = REPO / "bench-data"
+
+RATES: dict[str, float] = {}  # benchmark name -> messages per second (median)
+NOTES: list[str] = []
+
+
+def bench_mbox(n: int) -> Path:
+    """The N-message mbox of make_corpus.py, built once and kept."""
+    from make_corpus import build
+
+    path = DATA / f"bench-{n}.mbox"
+    if not path.exists():
+        build(n, path)
+    return path
+
+
+def mbox_slice(src: Path, n: int) -> Path:
+    """The first ``n`` messages of ``src``, as a file of their own."""
+    from atlas_fast.splitter import split_mbox
+
+    out = DATA / f"{src.stem}-first-{n}.mbox"
+    if not out.exists():
+        end = 0
+        for i, (offset, raw) in enumerate(split_mbox(src)):
+            if i == n:
+                break
+            end = offset + len(raw)
+        with open(src, "rb") as f, open(out, "wb") as g:
+            g.write(f.read(end))
+    return out
+
+
+class PeakRSS:
+    """Samples the summed RSS of this process and all its descendants."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def record_rate(benchmark, name: str, messages: int) -> None:
+    median = benchmark.stats.stats.median
+    RATES[name] = messages / median
+    benchmark.extra_info["messages"] = messages
+    benchmark.extra_info["msgs_per_sec"] = round(RATES[name])
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RATES and not NOTES:
+        return
+    tr = terminalreporter
+    tr.section("atlas_fast rates (median)")
+    for name, rate in RATES.items():
+        tr.write_line(f"{name:<40} {rate:>12,.0f} msg/s")
+    pairs = [
+        ("atlas_fast end to end", "plain Python end to end"),
+    ]
+    for fast, slow in pairs:
+        if fast in RATES and slow in RATES:
+            tr.write_line(f"ratio {fast} / {slow}: {RATES[fast] / RATES[slow]:,.1f}x")
+    for note in NOTES:
+        tr.write_line(note)
+
+
+@pytest.fixture(scope="session")
+def mbox_50k() -> Path:
+    return bench_mbox(50_000)
