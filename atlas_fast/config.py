@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "resolve_settings", "usable_cores", "ENV_VARS"]
+__all__ = ["Settings", "resolve_settings", "config_report", "usable_cores", "ENV_VARS"]
 
 ENV_VARS = {
     "workers": "ATLAS_WORKER_COUNT",
@@ -141,3 +141,28 @@ def resolve_settings(
             f"memory_limit_mb must be at least 32, got {values['memory_limit_mb']}"
         )
     return Settings(sources=sources, **values)
+
+
+def config_report(settings: Settings | None = None) -> str:
+    """The effective settings and where each came from, for ``atlas-fast config``.
+
+    Parameters
+    ----------
+    settings
+        From :func:`resolve_settings` (default: resolved from the environment).
+
+    Returns
+    -------
+    str
+        One line per setting: name, value, source and its environment variable.
+    """
+    if settings is None:
+        settings = resolve_settings()
+    rows = [("setting", "value", "source", "variable")]
+    for name, value in settings.as_dict().items():
+        shown = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        rows.append((name, shown, settings.sources.get(name, "default"), ENV_VARS[name]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows
+    ) + "\n"

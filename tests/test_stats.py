@@ -39,7 +39,7 @@ def test_format_stats_of_the_latest_run(db):
     assert _value(text, "spam") == f"{spam:,}"
     assert _value(text, "ham") == f"{ham:,}"
     assert "Time per stage (ms)" in text and "Processes" in text and "Verdicts" in text
-    assert stages, "the run stored no stage timings"
+    assert stages, "the run stored no stage timings: the pipeline must call monitor.store_run_metrics"
     for name, count in stages:
         assert re.search(rf"^  {re.escape(name)}\s+{count:,}\s", text, re.M), name
     assert re.search(r"^  parent\s+\d+\s+\d+\s+[\d.,]+ MiB", text, re.M)
@@ -62,6 +62,7 @@ def test_report_counts_match_the_messages_table(db):
     raw.close()
     assert sum(v["messages"] for v in report["verdicts"]) == total
     assert {m["subject"] for m in report["recent"]} >= set(XSS_SUBJECTS)
+    assert report["processes"], "no resource samples stored: the pipeline must run a ResourceSampler"
     assert report["processes"][0]["role"] == "parent"
     assert report["throughput"], "no throughput series stored"
 
