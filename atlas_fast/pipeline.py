@@ -141,10 +141,21 @@ def _records(parsed: list, verdicts, starts: array, ends: array, base: int) -> l
     return records
 
 
-def _worker_main(slots, task_queue, free_queue, out_queue, leading_junk, classifier_args, parent_pid):
+def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk,
+                 classifier_args, parent_pid):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier_args, parent_pid)
+    except BaseException as exc:
+        # Bad mail never gets here (it becomes an error row); this is a bug
+        # or a resource failure, and the parent must fail the run loudly.
+        ack_queue.put(("worker-error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        raise SystemExit(1)
+
+
+def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier_args, parent_pid):
     classifier = _make_classifier(classifier_args)
     buffers = [s.buf for s in slots]
     while True:
@@ -391,6 +402,7 @@ def process_mbox(
     rules = [_check_path(r, "rules") for r in rules]
     model_path = None if model is None else _check_path(model, "model")
     settings = resolve_settings(workers, batch_size, cache, memory_limit_mb)
+    classifier_args = _classifier_args(model_path, rules, settings)
     source = os.path.abspath(source_path)
     if progress is True:
         from .cli import ProgressBar
@@ -427,17 +439,20 @@ def process_mbox(
         raise
     conn.close()
 
-    classifier_args = _classifier_args(model_path, rules, settings)
     run = _Run(settings, db_path, source, run_id, start_offset, splitter, classifier_args, progress)
     return run.execute()
 
 
 def _classifier_args(model_path, rules, settings):
-    try:
-        from . import classify  # noqa: F401
-    except ImportError:
-        return None
-    return {"model": model_path, "rules": tuple(rules), "cache": settings.cache}
+    """Arguments for each worker's Classifier, checked here first so that a
+    bad model or rule file is the caller's error, not a worker's crash."""
+    from .classify import Classifier
+
+    args = {"model": model_path, "rules": tuple(rules), "cache": settings.cache}
+    # Validates the model and the rules; workers build their own instance
+    # after fork (the cache's SQLite connections must not cross a fork).
+    Classifier(**dict(args, cache=False)).close()
+    return args
 
 
 class _Run:
@@ -527,7 +542,7 @@ class _Run:
                 p = ctx.Process(
                     target=_worker_main,
                     args=(ring.slots, self.task_queue, self.free_queue, self.out_queue,
-                          self.splitter.leading_junk, self.classifier_args, parent),
+                          self.ack_queue, self.splitter.leading_junk, self.classifier_args, parent),
                     name=f"atlas-worker-{i}",
                     daemon=True,
                 )
@@ -594,6 +609,8 @@ class _Run:
                 return "done"
             elif kind == "error":
                 raise AtlasError(f"{self.db}: writer failed: {rest[0]}")
+            elif kind == "worker-error":
+                raise AtlasError(f"{self.source}: a worker failed: {rest[0]}\n{rest[1]}")
             block = False
 
     def _check_children(self) -> None:
@@ -615,6 +632,10 @@ class _Run:
                     raise AtlasError(f"{self.source}: {p.name} failed (exit code {p.exitcode})")
             for p in self.workers:
                 p.join(timeout=0.05)
+        self._drain_acks()
+        for p in self.workers:
+            if p.exitcode != 0:
+                raise AtlasError(f"{self.source}: {p.name} failed (exit code {p.exitcode})")
         self._release_oversized()
         self.out_queue.put(None)
         while self._drain_acks(block=True, timeout=0.5) != "done":
