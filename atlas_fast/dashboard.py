@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import AtlasError
-from .stats import list_runs, open_readonly, run_report
+from .stats import MessageCounts, list_runs, open_readonly, run_report
 
 __all__ = ["create_app", "serve", "main"]
 
@@ -59,6 +59,7 @@ def create_app(db_path):
     from starlette.routing import Route
 
     db_path = Path(os.fspath(db_path))
+    counts = MessageCounts()  # verdict counts grow with each poll instead of rescanning
     static = {name: _static_text(name) for name in _STATIC}
     headers = {
         "Content-Security-Policy": _CSP,
@@ -118,7 +119,7 @@ def create_app(db_path):
         else:
             return api({"error": "run must be a number or 'latest'"}, 400)
         try:
-            report = with_db(lambda conn: run_report(conn, run_id))
+            report = with_db(lambda conn: run_report(conn, run_id, cache=counts))
         except AtlasError as exc:
             return api({"error": str(exc)}, 503)
         if report is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import AtlasError
 
-__all__ = ["open_readonly", "list_runs", "latest_run_id", "run_report", "format_stats"]
+__all__ = ["open_readonly", "list_runs", "latest_run_id", "run_report", "MessageCounts", "format_stats"]
 
 # Series longer than this are thinned for display (every k-th point, last kept).
 MAX_POINTS = 600
@@ -96,7 +96,70 @@ def _thin(points: list[dict], key=None) -> list[dict]:
     return [p for group in groups.values() for p in _thin(group)]
 
 
-def run_report(conn, run_id: int | None = None, *, recent: int = 15) -> dict | None:
+class _RunCounts:
+    """Message counts of one run, grouped by verdict; grown incrementally."""
+
+    def __init__(self):
+        self.last_id = 0
+        self.groups: dict[tuple, list[int]] = {}  # (label, category, decided_by, rule_id) -> [n, errors]
+
+    def verdicts(self) -> list[dict]:
+        out: dict[tuple, list[int]] = {}
+        for (label, category, _, _), (n, errors) in self.groups.items():
+            acc = out.setdefault((label, category), [0, 0])
+            acc[0] += n
+            acc[1] += errors
+        rows = [{"label": k[0], "category": k[1], "messages": v[0], "errors": v[1]} for k, v in out.items()]
+        return sorted(rows, key=lambda r: (r["label"] is None, r["label"] or "", -r["messages"]))
+
+    def decided_by(self) -> list[dict]:
+        out: dict = {}
+        for (_, _, decided_by, _), (n, _) in self.groups.items():
+            out[decided_by] = out.get(decided_by, 0) + n
+        return [{"decided_by": k, "messages": v} for k, v in sorted(out.items(), key=lambda kv: -kv[1])]
+
+    def rules(self, limit: int = 15) -> list[dict]:
+        out: dict = {}
+        for (_, category, _, rule_id), (n, _) in self.groups.items():
+            if rule_id is not None:
+                out[(rule_id, category)] = out.get((rule_id, category), 0) + n
+        ranked = sorted(out.items(), key=lambda kv: -kv[1])[:limit]
+        return [{"rule_id": k[0], "category": k[1], "messages": v} for k, v in ranked]
+
+
+class MessageCounts:
+    """Per-run verdict counts, kept between calls so only new rows are read.
+
+    A run only ever appends rows to ``messages`` (rowids grow), so each
+    :meth:`update` aggregates the rows past the last rowid it saw: a
+    dashboard polling a 10-million-row run reads each row once.  Thread-safe.
+    """
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._runs: dict[int, _RunCounts] = {}
+
+    def update(self, conn, run_id: int) -> _RunCounts:
+        with self._lock:
+            counts = self._runs.setdefault(run_id, _RunCounts())
+            rows = conn.execute("""
+                SELECT label, category, decided_by, rule_id, COUNT(*), SUM(error IS NOT NULL), MAX(id)
+                FROM messages WHERE run_id = ? AND id > ?
+                GROUP BY label, category, decided_by, rule_id""", (run_id, counts.last_id)).fetchall()
+            last = counts.last_id
+            for label, category, decided_by, rule_id, n, errors, max_id in rows:
+                acc = counts.groups.setdefault((label, category, decided_by, rule_id), [0, 0])
+                acc[0] += n
+                acc[1] += errors or 0
+                last = max(last, max_id)
+            counts.last_id = last
+            return counts
+
+
+def run_report(conn, run_id: int | None = None, *, recent: int = 15,
+               cache: MessageCounts | None = None) -> dict | None:
     """Everything stored about one run (default: the latest).
 
     Returns
@@ -108,7 +171,8 @@ def run_report(conn, run_id: int | None = None, *, recent: int = 15) -> dict | N
         ``processes`` (per pid: role, peak RSS, mean and max CPU),
         ``verdicts`` (per label and category), ``decided_by``, ``rules``
         (top rule ids) and ``recent`` (latest messages).  ``None`` if there is
-        no such run.
+        no such run.  ``cache`` keeps verdict counts between calls (the
+        dashboard passes one; a one-off report reads all rows).
     """
     tables = _tables(conn)
     if "runs" not in tables:
@@ -126,12 +190,8 @@ def run_report(conn, run_id: int | None = None, *, recent: int = 15) -> dict | N
     report: dict = {"run": run}
 
     has_messages = "messages" in tables
-    verdicts = []
-    if has_messages:
-        verdicts = _rows(conn, """
-            SELECT label, category, COUNT(*) AS messages, SUM(error IS NOT NULL) AS errors
-            FROM messages WHERE run_id = ? GROUP BY label, category
-            ORDER BY label IS NULL, label, messages DESC""", (run_id,))
+    counts = (cache if cache is not None else MessageCounts()).update(conn, run_id) if has_messages else None
+    verdicts = counts.verdicts() if counts else []
     report["verdicts"] = verdicts
     if run.get("status") == "running" or not run.get("messages"):
         run["messages"] = sum(v["messages"] for v in verdicts)
@@ -173,13 +233,8 @@ def run_report(conn, run_id: int | None = None, *, recent: int = 15) -> dict | N
         for p in sorted(processes.values(), key=lambda p: (order.get(p["role"], 9), p["pid"]))
     ]
     if has_messages:
-        report["decided_by"] = _rows(conn, """
-            SELECT decided_by, COUNT(*) AS messages FROM messages WHERE run_id = ?
-            GROUP BY decided_by ORDER BY messages DESC""", (run_id,))
-        report["rules"] = _rows(conn, """
-            SELECT rule_id, category, COUNT(*) AS messages FROM messages
-            WHERE run_id = ? AND rule_id IS NOT NULL
-            GROUP BY rule_id, category ORDER BY messages DESC LIMIT 15""", (run_id,))
+        report["decided_by"] = counts.decided_by()
+        report["rules"] = counts.rules()
         report["recent"] = _rows(conn, """
             SELECT "offset", from_addr, subject, label, category, score, decided_by, rule_id, error
             FROM messages WHERE run_id = ? ORDER BY id DESC LIMIT ?""", (run_id, recent))

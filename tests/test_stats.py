@@ -103,3 +103,29 @@ def test_stats_read_while_a_writer_holds_a_transaction(tmp_path):
         writer.execute("ROLLBACK")
         writer.close()
     assert _value(text, "status") == "done"
+
+
+def test_message_counts_read_only_new_rows(tmp_path):
+    from atlas_fast.stats import MessageCounts
+
+    db = tmp_path / "grow.sqlite"
+    writer = migrations.connect(db)
+    run_id = writer.execute("INSERT INTO runs (source, started_at) VALUES ('g.mbox', 'now')").lastrowid
+    insert = ('INSERT INTO messages (run_id, source, "offset", length, label, category, decided_by, rule_id,'
+              " error) VALUES (?, 'g.mbox', ?, 1, ?, ?, ?, ?, ?)")
+    writer.executemany(insert, [(run_id, i, "spam", "phishing", "rule", "R1", None) for i in range(5)])
+    counts = MessageCounts()
+    reader = open_readonly(db)
+    first = run_report(reader, run_id, cache=counts)
+    assert first["run"]["messages"] == 5 and first["rules"] == [
+        {"rule_id": "R1", "category": "phishing", "messages": 5}]
+    writer.executemany(insert, [(run_id, 10 + i, "ham", None, "model", None, "bad" if i == 0 else None)
+                                for i in range(3)])
+    second = run_report(reader, run_id, cache=counts)
+    assert second["run"]["messages"] == 8 and second["run"]["errors"] == 1
+    assert second["verdicts"] == [
+        {"label": "ham", "category": None, "messages": 3, "errors": 1},
+        {"label": "spam", "category": "phishing", "messages": 5, "errors": 0},
+    ]
+    assert second["decided_by"] == [{"decided_by": "rule", "messages": 5}, {"decided_by": "model", "messages": 3}]
+    assert run_report(reader, run_id)["verdicts"] == second["verdicts"]  # same as a full scan
