@@ -103,11 +103,22 @@ def _cmd_process(args) -> int:
 
 
 def _cmd_config(args) -> int:
-    from .config import ENV_VARS, resolve_settings
+    from .config import config_report
 
-    settings = resolve_settings()
-    for name, value in settings.as_dict().items():
-        print(f"{name:<16} {value!s:<12} ({settings.sources[name]}; env {ENV_VARS[name]})")
+    sys.stdout.write(config_report())
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from .dashboard import main_serve
+
+    return main_serve(args)
+
+
+def _cmd_stats(args) -> int:
+    from .stats import format_stats
+
+    sys.stdout.write(format_stats(args.db, args.run))
     return 0
 
 
@@ -130,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the effective settings and where each comes from")
     p.set_defaults(func=_cmd_config)
+
+    from .dashboard import add_serve_arguments
+
+    p = sub.add_parser("serve", help="serve the /performance dashboard of a database")
+    add_serve_arguments(p)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("stats", help="print a run's performance numbers as tables")
+    p.add_argument("--db", required=True, help="SQLite database written by atlas-fast process")
+    p.add_argument("--run", type=int, help="run id (default: the latest run)")
+    p.set_defaults(func=_cmd_stats)
     return parser
 
 
