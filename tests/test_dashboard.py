@@ -129,12 +129,12 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _running_server(db, log_path: Path):
-    """``python -m atlas_fast.dashboard`` on a free loopback port; yields its URL."""
+    """``atlas-fast serve`` (as ``python -m atlas_fast.cli``) on a free loopback port; yields its URL."""
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "atlas_fast.dashboard", "--db", str(db), "--host", "127.0.0.1",
+            [sys.executable, "-m", "atlas_fast.cli", "serve", "--db", str(db), "--host", "127.0.0.1",
              "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )

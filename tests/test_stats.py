@@ -129,3 +129,15 @@ def test_message_counts_read_only_new_rows(tmp_path):
     ]
     assert second["decided_by"] == [{"decided_by": "rule", "messages": 5}, {"decided_by": "model", "messages": 3}]
     assert run_report(reader, run_id)["verdicts"] == second["verdicts"]  # same as a full scan
+
+
+def test_atlas_fast_stats_command(db):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "atlas_fast.cli", "stats", "--db", str(db), "--run", "1"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out == format_stats(db, 1)
+    bad = subprocess.run([sys.executable, "-m", "atlas_fast.cli", "stats", "--db", str(db), "--run", "999"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no run 999" in bad.stderr
