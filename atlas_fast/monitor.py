@@ -328,11 +328,14 @@ class ResourceSampler:
     Use::
 
         sampler = ResourceSampler()
-        sampler.start()
+        # fork the children first: a thread running across fork() is unsafe
         sampler.register(worker.pid, "worker")     # and "writer"
+        sampler.attach(db_path, run_id)            # optional: live rows for the dashboard
+        sampler.start()
         sampler.set_progress(messages_done, bytes_done)   # as work completes
         ...
         sampler.stop()
+        store_run_metrics(conn, run_id, PerformanceMetrics.get_instance().get_stats(), sampler)
 
     Children that were not registered are sampled with role ``child``.
     """

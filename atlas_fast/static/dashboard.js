@@ -195,6 +195,8 @@ function renderRun(report) {
     card("bulk writes/s", fmtNum(counters.bulk_writes_per_s, 0)),
     card("cache hit rate", fmtPct(counters.cache_hit_rate)),
     card("peak RSS", counters.peak_rss_bytes ? fmtNum(mib(counters.peak_rss_bytes), 1) + " MiB" : "–"),
+    card("read by processes", counters.read_chars ? fmtNum(mib(counters.read_chars), 1) + " MiB" : "–"),
+    card("peak messages/s", fmtNum(counters.peak_msgs_per_s, 0)),
   );
 
   lineChart(document.getElementById("chart-throughput"),
