@@ -32,6 +32,7 @@ EXTENSIONS = [
     ext("atlas_fast._splitter", ["atlas_fast/_splitter.pyx", "csrc/atlas_split.c"]),
     ext("atlas_fast._parser", ["atlas_fast/_parser.pyx", "csrc/atlas_mime.c"]),
     ext("atlas_fast._features", ["atlas_fast/_features.pyx"]),
+    ext("atlas_fast._features", ["atlas_fast/_features.pyx"]),
 ]
 
 setup(ext_modules=cythonize(EXTENSIONS, compiler_directives=DIRECTIVES, quiet=True))

@@ -1,0 +1,182 @@
+"""The classifier a pipeline worker runs over each parsed chunk.
+
+Per chunk: enrichment (cached per namespace), then the classification cache
+(keyed by a digest of everything a verdict depends on), then for the
+messages it misses the early-exit rules, and the linear model for those no
+rule decides.  Construct one :class:`Classifier` per worker process.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import msgspec
+import numpy as np
+
+from .cache import ClassifierCache, default_cache_dir
+from .enrich import Enricher
+from .model import load_model
+from .rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, load_rules, render_fields
+
+__all__ = ["Verdict", "Classifier", "TOP_FEATURES"]
+
+TOP_FEATURES = 3
+
+
+class Verdict(msgspec.Struct, array_like=True, gc=False):
+    """The classification columns of one message."""
+
+    label: str
+    category: str | None
+    score: float
+    decided_by: str
+    rule_id: str | None
+    reasons: str
+    registered_domain: str | None = None
+    origin_ip: str | None = None
+    origin_country: str | None = None
+    spf: str | None = None
+    dkim: str | None = None
+    dmarc: str | None = None
+
+
+def _open_cache(cache) -> ClassifierCache:
+    if isinstance(cache, ClassifierCache):
+        return cache
+    if cache is False:
+        return ClassifierCache(None, enabled=False)
+    if cache is None or cache is True:
+        return ClassifierCache(default_cache_dir())
+    if isinstance(cache, (str, os.PathLike)):
+        return ClassifierCache(cache)
+    raise TypeError(f"cache must be a directory, True, False or None, got {type(cache).__name__}")
+
+
+class Classifier:
+    """Rules + model + cache + enrichment, applied per chunk.
+
+    Parameters
+    ----------
+    model : str or PathLike or None
+        Model file; None loads the shipped default.
+    rules : iterable of paths
+        Extra rule files, added to the built-in ones.
+    cache : str, PathLike, bool, None or ClassifierCache
+        Cache directory; True or None for the default directory
+        (``~/.cache/atlas_fast``); False to switch the cache off.
+    engine : {"auto", "hyperscan", "re2"}
+        Rule engine.
+    exit_confidence : float
+        Rule hits at or above it decide a message without the model.
+
+    Raises
+    ------
+    ModelError
+        If the model file is missing or invalid.
+    RuleError
+        If a rule file or pattern is invalid.
+    """
+
+    def __init__(self, model=None, rules=(), cache=None, *, engine: str = "auto",
+                 exit_confidence: float = DEFAULT_EXIT_CONFIDENCE):
+        if isinstance(rules, (str, os.PathLike)):
+            rules = (rules,)
+        self.cache = _open_cache(cache)
+        self.model = load_model(model)
+        self.ruleset = RuleSet(load_rules(rules), engine=engine,
+                               exit_confidence=exit_confidence, cache=self.cache)
+        self.featurizer = self.model.featurizer()
+        self.enricher = Enricher(self.cache)
+        self._weights = self.model.weights
+        self._bias = float(self.model.header.bias)
+        self._threshold_margin = self.model.threshold_margin
+        ident = (self.model.digest + self.ruleset.digest).encode()
+        self._seed = int.from_bytes(__import__("hashlib").sha256(ident).digest()[:8], "little")
+
+    # ------------------------------------------------------------------
+
+    def classify_chunk(self, parsed: list) -> list:
+        """One :class:`Verdict` per ParsedMessage, in order."""
+        from ._features import chunk_digests
+
+        n = len(parsed)
+        if not n:
+            return []
+        enrich = self.enricher.enrich_chunk(parsed)
+        use_cache = self.cache.enabled
+        keys = None
+        cached = {}
+        if use_cache:
+            keys = chunk_digests(parsed, [e.context() for e in enrich], self._seed)
+            cached = self.cache.get_many("classification", keys)
+        out = [None] * n
+        todo = []
+        for i in range(n):
+            hit = cached.get(keys[i]) if keys is not None else None
+            if hit is not None:
+                e = enrich[i]
+                out[i] = Verdict(hit[0], hit[1], hit[2], "cache", hit[3], hit[4],
+                                 e[0], e[1], e[2], e[3], e[4], e[5])
+            else:
+                todo.append(i)
+        if todo:
+            fresh = self._classify([parsed[i] for i in todo], [enrich[i] for i in todo])
+            new = {}
+            for i, v in zip(todo, fresh):
+                out[i] = v
+                if keys is not None:
+                    new[keys[i]] = (v.label, v.category, v.score, v.rule_id, v.reasons)
+            if new:
+                self.cache.set_many("classification", new)
+        return out
+
+    def _classify(self, msgs: list, enrich: list) -> list:
+        rules = self.ruleset.rules
+        exit_conf = self.ruleset.exit_confidence
+        fields = [render_fields(m) for m in msgs]
+        hits = [self.ruleset.scan_fields(f) for f in fields]
+        out = [None] * len(msgs)
+        model_idx = []
+        for i, h in enumerate(hits):
+            best = None
+            for j in h:
+                if rules[j].confidence >= exit_conf and (
+                        best is None or rules[j].confidence > best.confidence):
+                    best = rules[j]
+            if best is not None:
+                e = enrich[i]
+                out[i] = Verdict("spam", best.category, round(best.confidence, 6), "rule",
+                                 best.id, ",".join(rules[j].id for j in h),
+                                 e[0], e[1], e[2], e[3], e[4], e[5])
+            else:
+                model_idx.append(i)
+        if model_idx:
+            sub = [msgs[i] for i in model_idx]
+            extras = [enrich[i].features() for i in model_idx]
+            margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
+                                                  TOP_FEATURES)
+            scores = self.model.scores(margins)
+            tm = self._threshold_margin
+            for k, i in enumerate(model_idx):
+                spam = margins[k] >= tm
+                h = hits[i]
+                reason_ids = [rules[j].id for j in h]
+                reason_ids.extend(tops[k][0] if spam else tops[k][1])
+                category = None
+                if spam:
+                    if h:
+                        category = max((rules[j] for j in h), key=lambda r: r.confidence).category
+                    else:
+                        category = self.ruleset.hint_category(fields[i]) or "marketing"
+                e = enrich[i]
+                out[i] = Verdict("spam" if spam else "ham", category,
+                                 round(float(scores[k]), 6), "model", None,
+                                 ",".join(reason_ids), e[0], e[1], e[2], e[3], e[4], e[5])
+        return out
+
+    def stats(self) -> dict:
+        """Cache hit/miss counts per namespace (see ClassifierCache.stats)."""
+        return self.cache.stats()
+
+    def close(self) -> None:
+        self.cache.close()

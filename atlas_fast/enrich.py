@@ -1,0 +1,331 @@
+"""Enrichment: registered domains, the origin IP and its country, SPF/DKIM/DMARC.
+
+All offline: the Public Suffix List comes from ``publicsuffixlist``, countries
+from ``geoip2fast``'s bundled database (loaded lazily, once per process), and
+authentication results are read from the message's own
+``Authentication-Results`` / ``Received-SPF`` headers; nothing is looked up
+in DNS.  Every lookup goes through the cache's namespaces (domain,
+geographic, auth) in chunk-sized batches.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+__all__ = [
+    "Enrichment",
+    "Enricher",
+    "registered_domain",
+    "origin_ip",
+    "parse_auth",
+    "country_of",
+    "url_host",
+]
+
+# ---------------------------------------------------------------------------
+# Registered domains
+# ---------------------------------------------------------------------------
+
+_psl = None
+
+
+def _suffix_list():
+    global _psl
+    if _psl is None:
+        from publicsuffixlist import PublicSuffixList
+
+        _psl = PublicSuffixList()
+    return _psl
+
+
+def registered_domain(domain: str | None) -> str | None:
+    """The registrable domain (``mail.example.co.uk`` -> ``example.co.uk``).
+
+    Returns None for a missing domain, an IP literal or a bare public suffix.
+    """
+    if not domain:
+        return None
+    domain = domain.strip().strip(".[]").lower()
+    if not domain or domain[-1].isdigit() or ":" in domain:
+        return None  # IP literal (v4 ends in a digit; no TLD does)
+    try:
+        return _suffix_list().privatesuffix(domain)
+    except Exception:  # noqa: BLE001 - malformed labels: no registered domain
+        return None
+
+
+_URL_HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?/*(?:[^@/?#]*@)?([^/?#:\\]+)", re.I)
+
+
+def url_host(url: str) -> str | None:
+    """Lower-cased host of a URL (``www.x.com`` without a scheme is accepted)."""
+    m = _URL_HOST.match(url.strip())
+    if not m:
+        return None
+    host = m.group(1).strip(".").lower()
+    return host or None
+
+
+# ---------------------------------------------------------------------------
+# Received chain
+# ---------------------------------------------------------------------------
+
+_IPV4 = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?![\d.])")
+_IPV6 = re.compile(r"\[(?:IPv6:)?([0-9a-fA-F:]+:[0-9a-fA-F:.]+)\]")
+_FROM_PART = re.compile(r"^\s*from\s+(.*?)(?:\s+by\s+|\s*;|$)", re.I | re.S)
+
+
+def _public(text: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return ip.is_global and not ip.is_multicast
+
+
+def origin_ip(received: list | None) -> str | None:
+    """The first external IP of the ``Received:`` chain, in delivery order.
+
+    The chain is read from the bottom (the first hop) up; in each header only
+    the ``from`` clause (the sending host, before ``by``) is read, so that
+    relays' own addresses are not mistaken for the sender.  Private,
+    loopback, link-local, reserved and documentation ranges are skipped.
+    Folded headers (line breaks inside a value) are handled.
+    """
+    if not received:
+        return None
+    for value in reversed(received):
+        if not value:
+            continue
+        value = " ".join(value.split())
+        m = _FROM_PART.match(value)
+        if not m:
+            continue
+        part = m.group(1)
+        for cand in _IPV4.findall(part):
+            if all(int(x) < 256 for x in cand.split(".")) and _public(cand):
+                return cand
+        for cand in _IPV6.findall(part):
+            if _public(cand):
+                return str(ipaddress.ip_address(cand))
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Countries
+# ---------------------------------------------------------------------------
+
+_geo = None
+
+
+def country_of(ip: str | None) -> str | None:
+    """ISO country code of a public IP from geoip2fast's offline data, or None."""
+    global _geo
+    if not ip:
+        return None
+    if _geo is None:
+        from geoip2fast import GeoIP2Fast
+
+        _geo = GeoIP2Fast(verbose=False)
+    try:
+        code = _geo.lookup(ip).country_code
+    except Exception:  # noqa: BLE001 - geoip2fast raises plain exceptions on odd input
+        return None
+    if not code or code == "--" or len(code) != 2:
+        return None
+    return code
+
+
+# ---------------------------------------------------------------------------
+# Authentication results
+# ---------------------------------------------------------------------------
+
+_RESULTS = {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy"}
+_AUTH_METHOD = re.compile(r"\b(spf|dkim|dmarc)\s*=\s*([a-z]+)", re.I)
+_SPF_FIRST = re.compile(r"^\s*([a-z]+)", re.I)
+
+
+def parse_auth(auth_results: str | None, received_spf: str | None) -> tuple:
+    """(spf, dkim, dmarc) results from the headers; None where not stated.
+
+    The first ``Authentication-Results`` result for each method wins (the
+    topmost header is the receiving server's own); ``Received-SPF``'s leading
+    word fills SPF when Authentication-Results does not state it.  DKIM
+    ``pass`` wins over other DKIM results in the same header (a message can
+    carry several signatures).
+    """
+    spf = dkim = dmarc = None
+    if auth_results:
+        for method, result in _AUTH_METHOD.findall(auth_results):
+            method = method.lower()
+            result = result.lower()
+            if result not in _RESULTS:
+                continue
+            if method == "spf" and spf is None:
+                spf = result
+            elif method == "dkim" and (dkim is None or result == "pass"):
+                dkim = result
+            elif method == "dmarc" and dmarc is None:
+                dmarc = result
+    if spf is None and received_spf:
+        m = _SPF_FIRST.match(received_spf)
+        if m and m.group(1).lower() in _RESULTS:
+            spf = m.group(1).lower()
+    return spf, dkim, dmarc
+
+
+# ---------------------------------------------------------------------------
+# Per-chunk enrichment
+# ---------------------------------------------------------------------------
+
+
+class Enrichment(tuple):
+    """(registered_domain, origin_ip, origin_country, spf, dkim, dmarc, url_domains, flags)."""
+
+    __slots__ = ()
+
+    def __new__(cls, registered_domain, origin_ip, origin_country, spf, dkim, dmarc, url_domains,
+                flags=()):
+        return tuple.__new__(
+            cls, (registered_domain, origin_ip, origin_country, spf, dkim, dmarc, url_domains,
+                  flags)
+        )
+
+    registered_domain = property(lambda self: self[0])
+    origin_ip = property(lambda self: self[1])
+    origin_country = property(lambda self: self[2])
+    spf = property(lambda self: self[3])
+    dkim = property(lambda self: self[4])
+    dmarc = property(lambda self: self[5])
+    url_domains = property(lambda self: self[6])
+    flags = property(lambda self: self[7])
+
+    def features(self) -> list:
+        """Whole-string model features derived from the enrichment."""
+        out = []
+        if self[0]:
+            out.append("from_dom:" + self[0])
+        if self[2]:
+            out.append("country:" + self[2])
+        if self[3]:
+            out.append("spf:" + self[3])
+        if self[4]:
+            out.append("dkim:" + self[4])
+        if self[5]:
+            out.append("dmarc:" + self[5])
+        for dom in self[6]:
+            out.append("url_dom:" + dom)
+        out.extend(self[7])
+        return out
+
+    def context(self) -> str:
+        """A str for the classification cache key: every feature input above."""
+        return "|".join(x if isinstance(x, str) else ",".join(x) if x else "" for x in self)
+
+
+MAX_URL_DOMAINS = 16
+
+
+class Enricher:
+    """Enrich whole chunks through the cache's domain/geographic/auth namespaces.
+
+    Parameters
+    ----------
+    cache : atlas_fast.cache.ClassifierCache
+        Any object with ``get_many(ns, keys) -> dict`` and
+        ``set_many(ns, mapping)``.
+    """
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def _resolve(self, ns: str, keys: set, compute) -> dict:
+        if not keys:
+            return {}
+        found = self.cache.get_many(ns, keys)
+        missing = [k for k in keys if k not in found]
+        if missing:
+            new = {k: compute(k) for k in missing}
+            self.cache.set_many(ns, new)
+            found.update(new)
+        return found
+
+    def enrich_chunk(self, msgs: list) -> list:
+        """One :class:`Enrichment` per message."""
+        hosts = set()
+        url_hosts = []
+        for msg in msgs:
+            if msg.from_domain:
+                hosts.add(msg.from_domain)
+            seen = []
+            for url in msg.urls or ():
+                host = url_host(url)
+                if host and host not in seen:
+                    seen.append(host)
+                    if len(seen) >= MAX_URL_DOMAINS:
+                        break
+            hosts.update(seen)
+            url_hosts.append(seen)
+        domains = self._resolve("domain", hosts, registered_domain)
+
+        ips = [origin_ip(msg.received) for msg in msgs]
+        countries = self._resolve("geographic", {ip for ip in ips if ip}, country_of)
+
+        auth_keys = [
+            (msg.auth_results or "") + "\x00" + (msg.received_spf or "")
+            if (msg.auth_results or msg.received_spf)
+            else None
+            for msg in msgs
+        ]
+        auths = self._resolve(
+            "auth",
+            {k for k in auth_keys if k},
+            lambda k: list(parse_auth(*k.split("\x00", 1))),
+        )
+
+        out = []
+        for msg, seen, ip, akey in zip(msgs, url_hosts, ips, auth_keys):
+            url_doms = []
+            for host in seen:
+                dom = domains.get(host) or ("ip-literal" if host[-1].isdigit() else host)
+                if dom not in url_doms:
+                    url_doms.append(dom)
+            spf, dkim, dmarc = auths[akey] if akey else (None, None, None)
+            from_dom = domains.get(msg.from_domain) if msg.from_domain else None
+            out.append(
+                Enrichment(
+                    domains.get(msg.from_domain) if msg.from_domain else None,
+                    ip,
+                    countries.get(ip) if ip else None,
+                    spf,
+                    dkim,
+                    dmarc,
+                    tuple(url_doms),
+                    _flags(msg, from_dom, url_doms),
+                )
+            )
+        return out
+
+
+def _flags(msg, from_dom, url_doms) -> tuple:
+    """Sender-consistency features: cheap, and not tied to one corpus's relays."""
+    flags = []
+    if not msg.to_addr:
+        flags.append("flag:no_to")
+    elif msg.to_addr == msg.from_addr:
+        flags.append("flag:to_is_from")
+    if not msg.date:
+        flags.append("flag:no_date")
+    if not msg.message_id:
+        flags.append("flag:no_message_id")
+    if msg.reply_to_addr and msg.from_addr and msg.reply_to_addr != msg.from_addr:
+        rdom = msg.reply_to_addr.rpartition("@")[2]
+        flags.append("flag:reply_to_other_domain" if from_dom and not rdom.endswith(from_dom)
+                     else "flag:reply_to_differs")
+    if msg.from_addr:
+        local = msg.from_addr.partition("@")[0]
+        if sum(c.isdigit() for c in local) >= 3:
+            flags.append("flag:from_local_digits")
+    if from_dom and url_doms and from_dom not in url_doms:
+        flags.append("flag:urls_elsewhere")
+    return tuple(flags)

@@ -1,0 +1,227 @@
+"""The linear spam model: its file format, loading and scoring.
+
+A model file is::
+
+    b"ATLASMDL"                  8 bytes, magic
+    header length                4 bytes, little-endian uint32
+    header                       msgpack (msgspec) of :class:`ModelHeader`
+    bucket indices               uint32 little-endian, ``header.nnz`` of them
+    weights                      float32 little-endian, ``header.nnz`` of them
+
+Only non-zero weights are stored; loading expands them to a dense float32
+array of ``2**nbits`` entries, which the Cython scorer indexes directly.  The
+header records the feature-extraction version: a model made by another
+version of the featuriser is refused with :class:`~atlas_fast.errors.ModelError`
+rather than silently scored against the wrong buckets.  Nothing time- or
+host-dependent is written, so training with the same data and seed gives a
+byte-identical file.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import struct
+from importlib import resources
+
+import msgspec
+import numpy as np
+
+from .errors import ModelError
+
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "HEADER_ALLOW",
+    "ModelHeader",
+    "Model",
+    "load_model",
+    "save_model",
+    "default_model_path",
+]
+
+MAGIC = b"ATLASMDL"
+FORMAT_VERSION = 1
+
+# Headers whose presence is a model feature.  An allow-list on purpose: the
+# shared corpora carry filter stamps (X-Spam-*, X-Barracuda-*, X-RC-*),
+# mailing-list delivery headers and mail-client export headers
+# (X-Mozilla-*, X-Account-Key, X-UIDL, Status, X-Status) that separate the
+# classes in the corpus and nowhere else.  These are headers an author's own
+# mail program writes.
+HEADER_ALLOW = frozenset(
+    {
+        "in-reply-to",
+        "references",
+        "reply-to",
+        "user-agent",
+        "x-mailer",
+        "x-priority",
+        "x-msmail-priority",
+        "x-mimeole",
+        "importance",
+        "organization",
+        "content-disposition",
+        "mime-version",
+        "content-transfer-encoding",
+        "cc",
+        "x-originating-ip",
+        "thread-index",
+        "content-class",
+        "disposition-notification-to",
+        "x-face",
+        "openpgp",
+    }
+)
+
+
+class ModelHeader(msgspec.Struct, forbid_unknown_fields=False):
+    """Everything about a model except its weights."""
+
+    format_version: int
+    feature_version: int
+    nbits: int
+    nnz: int
+    bias: float
+    calib_a: float  # score = 1 / (1 + exp(-(calib_a * margin + calib_b)))
+    calib_b: float
+    threshold: float  # spam when score >= threshold
+    header_allow: list[str]
+    weights_sha256: str
+    training: dict = {}
+
+
+class Model:
+    """A loaded model: dense weights plus calibration.
+
+    Attributes
+    ----------
+    header : ModelHeader
+    weights : numpy.ndarray
+        float32, ``2**nbits`` entries.
+    digest : str
+        sha256 of the file; identifies the model in cache keys.
+    """
+
+    __slots__ = ("header", "weights", "digest", "path")
+
+    def __init__(self, header: ModelHeader, weights: np.ndarray, digest: str, path=None):
+        self.header = header
+        self.weights = weights
+        self.digest = digest
+        self.path = path
+
+    @property
+    def nbits(self) -> int:
+        return self.header.nbits
+
+    @property
+    def threshold_margin(self) -> float:
+        """The margin at which the calibrated score reaches the threshold."""
+        t = min(max(self.header.threshold, 1e-12), 1 - 1e-12)
+        return (math.log(t / (1 - t)) - self.header.calib_b) / self.header.calib_a
+
+    def scores(self, margins: np.ndarray) -> np.ndarray:
+        """Calibrated spam probabilities of raw margins."""
+        z = self.header.calib_a * np.asarray(margins, dtype=np.float64) + self.header.calib_b
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+
+    def featurizer(self):
+        """A :class:`~atlas_fast._features.Featurizer` configured for this model."""
+        from ._features import Featurizer
+
+        return Featurizer(self.header.nbits, frozenset(self.header.header_allow))
+
+
+def _encode(header: ModelHeader, weights: np.ndarray) -> bytes:
+    w = np.asarray(weights, dtype=np.float32)
+    nz = np.flatnonzero(w).astype("<u4")
+    body = nz.tobytes() + w[nz].astype("<f4").tobytes()
+    header = msgspec.structs.replace(
+        header, nnz=int(nz.size), weights_sha256=hashlib.sha256(body).hexdigest()
+    )
+    raw_header = msgspec.msgpack.encode(header)
+    return MAGIC + struct.pack("<I", len(raw_header)) + raw_header + body
+
+
+def save_model(path, header: ModelHeader, weights: np.ndarray) -> str:
+    """Write a model file atomically; return its sha256."""
+    data = _encode(header, weights)
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_model(data: bytes, where: str = "<bytes>") -> Model:
+    """Parse model file contents.
+
+    Raises
+    ------
+    ModelError
+        On a wrong magic, an unsupported format or feature version, a
+        truncated file or a checksum mismatch.
+    """
+    from ._features import FEATURE_VERSION
+
+    if len(data) < 12 or data[:8] != MAGIC:
+        raise ModelError(f"{where}: not an atlas_fast model file (bad magic)")
+    (hlen,) = struct.unpack_from("<I", data, 8)
+    if 12 + hlen > len(data):
+        raise ModelError(f"{where}: truncated model header")
+    try:
+        header = msgspec.msgpack.decode(data[12 : 12 + hlen], type=ModelHeader)
+    except msgspec.DecodeError as exc:
+        raise ModelError(f"{where}: corrupt model header: {exc}") from None
+    if header.format_version != FORMAT_VERSION:
+        raise ModelError(
+            f"{where}: model format version {header.format_version} is not supported "
+            f"(this atlas_fast reads version {FORMAT_VERSION}); retrain with atlas-fast train"
+        )
+    if header.feature_version != FEATURE_VERSION:
+        raise ModelError(
+            f"{where}: model was trained with feature version {header.feature_version}, "
+            f"this atlas_fast extracts version {FEATURE_VERSION}; retrain with atlas-fast train"
+        )
+    if not 8 <= header.nbits <= 28 or header.calib_a <= 0:
+        raise ModelError(f"{where}: corrupt model header (nbits={header.nbits})")
+    body = data[12 + hlen :]
+    if len(body) != 8 * header.nnz:
+        raise ModelError(
+            f"{where}: truncated model weights ({len(body)} bytes, expected {8 * header.nnz})"
+        )
+    if hashlib.sha256(body).hexdigest() != header.weights_sha256:
+        raise ModelError(f"{where}: model weights checksum mismatch (corrupt file)")
+    idx = np.frombuffer(body, dtype="<u4", count=header.nnz)
+    val = np.frombuffer(body, dtype="<f4", count=header.nnz, offset=4 * header.nnz)
+    size = 1 << header.nbits
+    if header.nnz and int(idx.max()) >= size:
+        raise ModelError(f"{where}: weight index out of range (corrupt file)")
+    weights = np.zeros(size, dtype=np.float32)
+    weights[idx] = val
+    return Model(header, weights, hashlib.sha256(data).hexdigest(), where)
+
+
+def default_model_path() -> str:
+    """Path of the model shipped in the package (``atlas_fast/data/model.bin``)."""
+    return str(resources.files("atlas_fast").joinpath("data", "model.bin"))
+
+
+def load_model(path=None) -> Model:
+    """Load a model file (default: the shipped model).
+
+    Raises
+    ------
+    ModelError
+        If the file is missing, corrupt or of an unsupported version.
+    """
+    where = default_model_path() if path is None else os.fspath(path)
+    try:
+        with open(where, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ModelError(f"{where}: model file not found") from None
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot read model file: {exc.strerror}") from None
+    return decode_model(data, where)

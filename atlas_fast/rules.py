@@ -1,0 +1,422 @@
+"""Early-exit rules: TOML rule files compiled into one database per field.
+
+A rule file holds ``[[rule]]`` tables::
+
+    [[rule]]
+    id = "AF_NEXT_OF_KIN"              # unique, shown in rule_id / reasons
+    category = "advance_fee"           # one of CATEGORIES
+    confidence = 0.97                  # >= the exit confidence: decides alone
+    fields = ["subject", "body"]       # see FIELDS
+    patterns = ['next\\s+of\\s+kin']   # any one matching is a hit
+    case_sensitive = false             # optional, default false
+    description = "..."                # optional
+
+and optionally ``[[hint]]`` tables (same keys, no ``id``/``confidence``) that
+only choose the category of a message the model calls spam.
+
+Patterns are matched against the UTF-8 bytes of a field, byte-wise: ``.``
+is one byte, ``(?i)`` folds ASCII only.  Both engines use exactly these
+semantics, so they give identical hits: Hyperscan (block mode, one database
+per field, ``HS_FLAG_SINGLEMATCH``) and RE2 (one combined alternation per
+field as a prefilter, then the individual patterns of a field that matched).
+Neither backtracks.  Avoid ``$`` (Hyperscan also matches it before a final
+newline) and keep patterns ASCII.
+
+Fields: ``subject``; ``from`` (``Name <addr>``); ``body`` (the classifier
+text); ``urls`` (one per line); ``headers`` (``to:``, ``reply-to:``,
+``return-path:``, ``x-mailer:``, ``content-type:`` lines); ``attachments``
+(``filename<TAB>content-type`` lines).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from importlib import resources
+
+from .errors import RuleError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "CATEGORIES",
+    "FIELDS",
+    "ENGINES",
+    "DEFAULT_EXIT_CONFIDENCE",
+    "Rule",
+    "RuleSet",
+    "builtin_rule_files",
+    "load_rule_file",
+    "load_rules",
+    "render_fields",
+]
+
+CATEGORIES = (
+    "phishing",
+    "advance_fee",
+    "adult_dating",
+    "auto_warranty",
+    "financial",
+    "health",
+    "gambling",
+    "brand_impersonation",
+    "malware",
+    "marketing",
+)
+FIELDS = ("subject", "from", "body", "urls", "headers", "attachments")
+ENGINES = ("auto", "hyperscan", "re2")
+DEFAULT_EXIT_CONFIDENCE = 0.9
+# Rules read the first 16 Ki characters of the body text: spam states its
+# business early, and scanning cost stays bounded on huge messages.
+MAX_BODY_CHARS = 16384
+
+
+class Rule:
+    """One rule (or category hint) as read from a file."""
+
+    __slots__ = ("id", "category", "confidence", "fields", "patterns", "case_sensitive",
+                 "description", "source", "hint")
+
+    def __init__(self, id, category, confidence, fields, patterns, case_sensitive=False,
+                 description="", source="<memory>", hint=False):
+        self.id = id
+        self.category = category
+        self.confidence = confidence
+        self.fields = tuple(fields)
+        self.patterns = tuple(patterns)
+        self.case_sensitive = case_sensitive
+        self.description = description
+        self.source = source
+        self.hint = hint
+
+    def __repr__(self):
+        return f"Rule({self.id!r}, {self.category!r}, {self.confidence})"
+
+
+def builtin_rule_files() -> list[str]:
+    """Paths of the rule files shipped in ``atlas_fast/rules/``, sorted."""
+    folder = resources.files("atlas_fast").joinpath("rules")
+    return sorted(str(p) for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _check_table(table, source: str, index: int, hint: bool) -> Rule:
+    kind = "hint" if hint else "rule"
+    if not isinstance(table, dict):
+        raise RuleError(f"{source}: {kind} #{index + 1} is not a table")
+    rid = table.get("id", f"hint_{table.get('category', index)}_{index}" if hint else None)
+    if not isinstance(rid, str) or not rid or any(c in rid for c in ", \t\n"):
+        raise RuleError(f"{source}: {kind} #{index + 1}: 'id' must be a word without commas")
+    where = f"{source}: rule {rid}"
+    known = {"id", "category", "confidence", "fields", "patterns", "pattern",
+             "case_sensitive", "description"}
+    extra = set(table) - known
+    if extra:
+        raise RuleError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
+    category = table.get("category")
+    if category not in CATEGORIES:
+        raise RuleError(f"{where}: category {category!r} is not one of {', '.join(CATEGORIES)}")
+    confidence = table.get("confidence", 0.0 if hint else None)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
+            or not 0.0 <= confidence <= 1.0:
+        raise RuleError(f"{where}: confidence must be a number in 0..1, got {confidence!r}")
+    fields = table.get("fields")
+    if not isinstance(fields, list) or not fields or any(f not in FIELDS for f in fields):
+        raise RuleError(f"{where}: fields must be a non-empty list of {', '.join(FIELDS)}")
+    patterns = table.get("patterns", [])
+    if "pattern" in table:
+        patterns = [table["pattern"], *patterns]
+    if not isinstance(patterns, list) or not patterns \
+            or not all(isinstance(p, str) and p for p in patterns):
+        raise RuleError(f"{where}: patterns must be a non-empty list of strings")
+    case_sensitive = table.get("case_sensitive", False)
+    if not isinstance(case_sensitive, bool):
+        raise RuleError(f"{where}: case_sensitive must be true or false")
+    return Rule(rid, category, float(confidence), fields, patterns, case_sensitive,
+                str(table.get("description", "")), source, hint)
+
+
+def load_rule_file(path) -> list[Rule]:
+    """Read and validate one rule file.
+
+    Raises
+    ------
+    RuleError
+        If the file is missing, not valid TOML, or a rule is malformed.
+    """
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise RuleError(f"{source}: rule file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RuleError(f"{source}: not a valid TOML rule file: {exc}") from None
+    unknown = set(doc) - {"rule", "hint"}
+    if unknown:
+        raise RuleError(f"{source}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    out = [_check_table(t, source, i, False) for i, t in enumerate(doc.get("rule", []))]
+    out += [_check_table(t, source, i, True) for i, t in enumerate(doc.get("hint", []))]
+    return out
+
+
+def load_rules(paths=(), builtin: bool = True) -> list[Rule]:
+    """Built-in rules (unless ``builtin=False``) followed by the given files."""
+    files = (builtin_rule_files() if builtin else []) + [os.fspath(p) for p in paths]
+    rules, seen = [], {}
+    for path in files:
+        for rule in load_rule_file(path):
+            if not rule.hint and rule.id in seen:
+                raise RuleError(
+                    f"{rule.source}: rule {rule.id}: duplicate id (also in {seen[rule.id]})"
+                )
+            seen[rule.id] = rule.source
+            rules.append(rule)
+    return rules
+
+
+def _text(value) -> bytes:
+    if not value:
+        return b""
+    return value.encode("utf-8", "replace") if isinstance(value, str) else str(value).encode()
+
+
+def render_fields(msg) -> tuple:
+    """The six rule fields of a message as UTF-8 bytes, in FIELDS order."""
+    name = msg.from_name
+    addr = msg.from_addr
+    sender = _text(f"{name or ''} <{addr or ''}>") if (name or addr) else b""
+    urls = b"\n".join(_text(u) for u in msg.urls) if msg.urls else b""
+    headers = b"".join(
+        key + _text(value) + b"\n"
+        for key, value in (
+            (b"to: ", msg.to_addr),
+            (b"reply-to: ", msg.reply_to_addr),
+            (b"return-path: ", msg.return_path),
+            (b"x-mailer: ", msg.x_mailer),
+            (b"content-type: ", msg.content_type),
+        )
+        if value
+    )
+    atts = b"".join(_text(f) + b"\t" + _text(c) + b"\n" for f, c in msg.attachments) \
+        if msg.attachments else b""
+    text = msg.text
+    if text and len(text) > MAX_BODY_CHARS:
+        text = text[:MAX_BODY_CHARS]
+    return (_text(msg.subject), sender, _text(text), urls, headers, atts)
+
+
+# ---------------------------------------------------------------------------
+# Engines
+# ---------------------------------------------------------------------------
+
+_HS_MEMO: dict = {}
+
+
+def _hyperscan():
+    try:
+        import hyperscan
+    except ImportError:  # pragma: no cover - platforms without wheels
+        return None
+    return hyperscan
+
+
+class _HyperscanField:
+    def __init__(self, exprs, flags, owners, rules, cache=None):
+        hs = _hyperscan()
+        self.owners = owners
+        key = hashlib.sha256(repr((exprs, flags, hs.__version__)).encode()).hexdigest()
+        db = _HS_MEMO.get(key)
+        if db is None and cache is not None:
+            blob = cache.get_many("general", ["hsdb:" + key]).get("hsdb:" + key)
+            if blob:
+                try:
+                    db = hs.loadb(blob)
+                except Exception:  # noqa: BLE001 - stale or foreign blob: recompile
+                    db = None
+        if db is None:
+            db = hs.Database(mode=hs.HS_MODE_BLOCK)
+            try:
+                db.compile(expressions=exprs, ids=list(range(len(exprs))), flags=flags)
+            except hs.error:
+                _raise_hyperscan_error(exprs, flags, owners, rules)
+            if cache is not None:
+                cache.set_many("general", {"hsdb:" + key: hs.dumpb(db)})
+        _HS_MEMO[key] = db
+        self.db = db
+        self._hits = None
+
+    def _on_match(self, expr_id, start, end, flags, context):
+        self._hits.add(self.owners[expr_id])
+
+    def scan(self, data: bytes, hits: set) -> None:
+        self._hits = hits
+        self.db.scan(data, match_event_handler=self._on_match)
+
+
+def _raise_hyperscan_error(exprs, flags, owners, rules):
+    hs = _hyperscan()
+    for i, expr in enumerate(exprs):
+        one = hs.Database(mode=hs.HS_MODE_BLOCK)
+        try:
+            one.compile(expressions=[expr], ids=[0], flags=[flags[i]])
+        except hs.error as exc:
+            rule = rules[owners[i]]
+            raise RuleError(
+                f"{rule.source}: rule {rule.id}: pattern {expr.decode(errors='replace')!r} "
+                f"is not accepted by Hyperscan: {exc}"
+            ) from None
+    raise RuleError("Hyperscan could not compile the rule set")  # pragma: no cover
+
+
+class _Re2Field:
+    def __init__(self, exprs, flags, owners, rules):
+        import re2
+
+        self.owners = owners
+        self.patterns = []
+        parts = []
+        for expr, caseless in zip(exprs, flags):
+            prefix = b"(?i)" if caseless else b""
+            self.patterns.append(re2.compile(prefix + expr))
+            parts.append((b"(?i:" if caseless else b"(?:") + expr + b")")
+        self.combined = re2.compile(b"|".join(parts))
+
+    def scan(self, data: bytes, hits: set) -> None:
+        if self.combined.search(data) is None:
+            return
+        owners = self.owners
+        for i, pat in enumerate(self.patterns):
+            if owners[i] not in hits and pat.search(data) is not None:
+                hits.add(owners[i])
+
+
+def _check_re2(rule: Rule, pattern: str):
+    import re2
+
+    prefix = "" if rule.case_sensitive else "(?i)"
+    try:
+        compiled = re2.compile((prefix + pattern).encode("utf-8"))
+    except Exception as exc:  # noqa: BLE001 - re2 raises several types
+        raise RuleError(
+            f"{rule.source}: rule {rule.id}: pattern {pattern!r} does not compile: {exc}"
+        ) from None
+    if isinstance(compiled, re2.FallbackPattern) or type(compiled).__name__ != "Pattern":
+        raise RuleError(
+            f"{rule.source}: rule {rule.id}: pattern {pattern!r} needs backtracking "
+            "(backreferences or look-around), which the rule engines do not support"
+        )
+    if compiled.search(b"") is not None:
+        raise RuleError(f"{rule.source}: rule {rule.id}: pattern {pattern!r} matches empty text")
+
+
+class _Engine:
+    """One database per field for a list of rules, in one engine."""
+
+    def __init__(self, rules, engine, cache):
+        self.rules = rules
+        per_field = {f: ([], [], []) for f in FIELDS}
+        for index, rule in enumerate(rules):
+            for field in rule.fields:
+                exprs, flags, owners = per_field[field]
+                for pattern in rule.patterns:
+                    exprs.append(pattern.encode("utf-8"))
+                    flags.append(not rule.case_sensitive)
+                    owners.append(index)
+        self.fields = []
+        if engine == "hyperscan":
+            hs = _hyperscan()
+            for i, field in enumerate(FIELDS):
+                exprs, caseless, owners = per_field[field]
+                if exprs:
+                    flags = [hs.HS_FLAG_SINGLEMATCH | (hs.HS_FLAG_CASELESS if c else 0)
+                             for c in caseless]
+                    self.fields.append((i, _HyperscanField(exprs, flags, owners, rules, cache)))
+        else:
+            for i, field in enumerate(FIELDS):
+                if per_field[field][0]:
+                    self.fields.append((i, _Re2Field(*per_field[field], rules)))
+
+    def scan(self, fields: tuple) -> list:
+        hits: set = set()
+        for i, db in self.fields:
+            data = fields[i]
+            if data:
+                db.scan(data, hits)
+        return sorted(hits)
+
+
+class RuleSet:
+    """Rules compiled for scanning whole chunks.
+
+    Parameters
+    ----------
+    rules : list of Rule
+        Rules and category hints (``Rule.hint``); hints are compiled into a
+        database of their own, scanned only by :meth:`hint_category`.
+    engine : {"auto", "hyperscan", "re2"}
+        ``auto`` uses Hyperscan when it is installed and takes every pattern,
+        RE2 otherwise.
+    exit_confidence : float
+        Hits at or above it decide a message.
+    cache : optional
+        A :class:`~atlas_fast.cache.ClassifierCache`; serialised Hyperscan
+        databases are kept in its ``general`` namespace.
+
+    Raises
+    ------
+    RuleError
+        If a pattern does not compile (naming the rule and its file).
+    """
+
+    def __init__(self, rules, engine: str = "auto", exit_confidence: float = DEFAULT_EXIT_CONFIDENCE,
+                 cache=None):
+        if engine not in ENGINES:
+            raise RuleError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        rules = list(rules)
+        self.rules = [r for r in rules if not r.hint]
+        self.hints = [r for r in rules if r.hint]
+        self.exit_confidence = float(exit_confidence)
+        for rule in rules:
+            for pattern in rule.patterns:
+                _check_re2(rule, pattern)
+        self.digest = hashlib.sha256(
+            repr([(r.id, r.category, r.confidence, r.fields, r.patterns, r.case_sensitive, r.hint)
+                  for r in rules] + [self.exit_confidence]).encode()
+        ).hexdigest()
+        if engine == "hyperscan" and _hyperscan() is None:
+            raise RuleError("engine 'hyperscan' requested but the hyperscan package is missing")
+        if engine == "auto":
+            engine = "hyperscan" if _hyperscan() is not None else "re2"
+            if engine == "hyperscan":
+                try:
+                    self._main = _Engine(self.rules, engine, cache)
+                    self._hint = _Engine(self.hints, engine, cache)
+                except RuleError:
+                    engine = "re2"
+        elif engine == "hyperscan":
+            self._main = _Engine(self.rules, engine, cache)
+            self._hint = _Engine(self.hints, engine, cache)
+        if engine == "re2":
+            self._main = _Engine(self.rules, engine, cache)
+            self._hint = _Engine(self.hints, engine, cache)
+        self.engine = engine
+
+    def __len__(self):
+        return len(self.rules)
+
+    def scan_fields(self, fields: tuple) -> list:
+        """Indices (into ``rules``) of the rules hitting pre-rendered fields, sorted."""
+        return self._main.scan(fields)
+
+    def scan_chunk(self, msgs: list) -> list:
+        """For each message, the sorted indices of the rules it hits."""
+        scan = self._main.scan
+        return [scan(render_fields(m)) for m in msgs]
+
+    def hint_category(self, fields: tuple) -> str | None:
+        """Category of the first category hint matching pre-rendered fields."""
+        hits = self._hint.scan(fields)
+        return self.hints[hits[0]].category if hits else None

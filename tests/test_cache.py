@@ -1,0 +1,54 @@
+import time
+
+import pytest
+
+from atlas_fast.cache import TTLS, ClassifierCache
+
+
+def test_roundtrip_across_instances(tmp_path):
+    a = ClassifierCache(tmp_path)
+    a.set_many("domain", {"mail.example.com": "example.com", "x.invalid": None})
+    a.close()
+    b = ClassifierCache(tmp_path)
+    got = b.get_many("domain", ["mail.example.com", "x.invalid", "absent"])
+    assert got == {"mail.example.com": "example.com", "x.invalid": None}
+    assert b.stats()["domain"] == {"hits": 2, "lru_hits": 0, "disk_hits": 2, "misses": 1}
+    assert b.get_many("domain", ["mail.example.com"]) == {"mail.example.com": "example.com"}
+    assert b.stats()["domain"]["lru_hits"] == 1
+
+
+def test_batch_write_is_visible_to_diskcache_api(tmp_path):
+    c = ClassifierCache(tmp_path)
+    c.set_many("general", {"k": [1, "a"]})
+    c.set_many("general", {"k": [2, "b"]})  # overwrite keeps one row
+    disk = c._cache()
+    assert len(disk) == 1
+    import msgspec
+
+    assert msgspec.msgpack.decode(disk.get("general:k")) == [2, "b"]
+
+
+def test_expired_entries_miss(tmp_path):
+    c = ClassifierCache(tmp_path, ttls={"auth": 0.01})
+    c.set_many("auth", {"k": [1]})
+    time.sleep(0.05)
+    assert c.get_many("auth", ["k"]) == {}
+    c.clear_memory()
+    assert c.get_many("auth", ["k"]) == {}
+
+
+def test_disabled_cache_never_hits_classification(tmp_path):
+    c = ClassifierCache(tmp_path, enabled=False)
+    c.set_many("classification", {"k": 1})
+    assert c.get_many("classification", ["k"]) == {}
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_namespace_rejected():
+    with pytest.raises(ValueError, match="unknown cache namespace"):
+        ClassifierCache(None, ttls={"bogus": 1})
+
+
+def test_ttls_match_the_design():
+    assert TTLS["classification"] == 7200 and TTLS["domain"] == 86400
+    assert TTLS["geographic"] == 7 * 86400 and TTLS["auth"] == 3600

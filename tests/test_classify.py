@@ -1,0 +1,58 @@
+import pytest
+
+from atlas_fast.classify import Classifier, Verdict
+
+from conftest import corpus_file
+
+
+def _msgs():
+    from atlas_fast.evaluate import read_messages
+
+    ham = read_messages([corpus_file("spamassassin-test-ham.mbox.gz")])[:150]
+    spam = read_messages([corpus_file("spamassassin-test-spam.mbox.gz")])[:150]
+    return ham + spam
+
+
+def _strip(v):
+    return (v.label, v.category, v.score, v.rule_id, v.reasons, v.registered_domain,
+            v.origin_ip, v.origin_country, v.spf, v.dkim, v.dmarc)
+
+
+def test_verdicts_same_with_cache_off_cold_warm(tmp_path):
+    msgs = _msgs()
+    off = Classifier(cache=False).classify_chunk(msgs)
+    assert all(v.decided_by in ("rule", "model") for v in off)
+    cold_clf = Classifier(cache=tmp_path)
+    cold = cold_clf.classify_chunk(msgs)
+    warm_mem = cold_clf.classify_chunk(msgs)  # in-process LRU
+    warm_disk = Classifier(cache=tmp_path).classify_chunk(msgs)  # new process-like instance
+    assert [_strip(v) for v in cold] == [_strip(v) for v in off]
+    assert [_strip(v) for v in warm_mem] == [_strip(v) for v in off]
+    assert [_strip(v) for v in warm_disk] == [_strip(v) for v in off]
+    assert all(v.decided_by == "cache" for v in warm_disk)
+    stats = cold_clf.stats()["classification"]
+    assert stats["misses"] >= 1 and stats["lru_hits"] == len(msgs)
+
+
+def test_verdict_fields():
+    msgs = _msgs()
+    for v in Classifier(cache=False).classify_chunk(msgs):
+        assert isinstance(v, Verdict)
+        assert v.label in ("spam", "ham") and 0.0 <= v.score <= 1.0
+        assert (v.category is None) == (v.label == "ham")
+        assert (v.rule_id is not None) == (v.decided_by == "rule")
+
+
+def test_error_message_still_classified():
+    from atlas_fast._parser import parse_message
+
+    m = parse_message(b"From x\nSubject: =?bogus?Q?x?=\nContent-Type: multipart/mixed\n\n")
+    m.error = "mime depth limit"
+    (v,) = Classifier(cache=False).classify_chunk([m])
+    assert v.label in ("spam", "ham")
+
+
+@pytest.mark.parametrize("bad", [1.5, object()])
+def test_bad_cache_argument(bad):
+    with pytest.raises(TypeError):
+        Classifier(cache=bad)

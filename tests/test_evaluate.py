@@ -1,0 +1,48 @@
+import json
+
+import numpy as np
+import pytest
+
+from atlas_fast.evaluate import roc_auc
+
+
+@pytest.mark.parametrize(
+    "scores, y, auc",
+    [
+        ([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1], 1.0),
+        ([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1], 0.0),
+        ([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1], 0.5),
+        ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1], 0.75),
+    ],
+)
+def test_roc_auc(scores, y, auc):
+    assert roc_auc(np.array(scores), np.array(y)) == pytest.approx(auc)
+
+
+@pytest.mark.slow
+def test_training_is_reproducible(tmp_path):
+    from atlas_fast.evaluate import TrainParams, train_model
+
+    from conftest import corpus_file
+
+    ham = [corpus_file("spamassassin-test-ham.mbox.gz")]
+    spam = [corpus_file("spamassassin-test-spam.mbox.gz")]
+    p = TrainParams(nbits=16, epochs=2, folds=2)
+    a = train_model(ham, spam, tmp_path / "a.bin", seed=7, params=p)
+    b = train_model(ham, spam, tmp_path / "b.bin", seed=7, params=p)
+    assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
+    assert a["sha256"] == b["sha256"]
+
+
+@pytest.mark.slow
+def test_evaluate_report_json():
+    from atlas_fast.evaluate import evaluate
+
+    from conftest import corpus_file
+
+    r = evaluate([corpus_file("spamassassin-test-ham.mbox.gz")],
+                 [corpus_file("spamassassin-test-spam.mbox.gz")])
+    doc = json.loads(r.to_json())
+    assert doc["ham"] == 774 and doc["spam"] == 385
+    assert doc["true_negatives"] + doc["false_positives"] == 774
+    assert "spam recall" in r.format_table()

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from atlas_fast._features import FEATURE_VERSION, Featurizer, feature_bucket
+from atlas_fast.errors import ModelError
+from atlas_fast.model import FORMAT_VERSION, ModelHeader, decode_model, load_model, save_model
+
+
+def _header(**kw):
+    base = dict(format_version=FORMAT_VERSION, feature_version=FEATURE_VERSION, nbits=10, nnz=0,
+                bias=-0.5, calib_a=1.0, calib_b=0.0, threshold=0.5, header_allow=["x-mailer"],
+                weights_sha256="")
+    base.update(kw)
+    return ModelHeader(**base)
+
+
+def test_roundtrip(tmp_path):
+    w = np.zeros(1 << 10, np.float32)
+    w[[3, 700]] = [0.25, -1.5]
+    save_model(tmp_path / "m.bin", _header(), w)
+    m = load_model(tmp_path / "m.bin")
+    assert m.header.nnz == 2 and m.header.bias == -0.5
+    assert np.array_equal(m.weights, w)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda b: b"NOTMODEL" + b[8:], "bad magic"),
+        (lambda b: b[:-3], "truncated model weights"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "checksum mismatch"),
+        (lambda b: b[:20], "truncated model header"),
+    ],
+)
+def test_corrupt_files(tmp_path, mutate, match):
+    w = np.ones(1 << 10, np.float32)
+    save_model(tmp_path / "m.bin", _header(), w)
+    data = mutate((tmp_path / "m.bin").read_bytes())
+    with pytest.raises(ModelError, match=match):
+        decode_model(data, "m.bin")
+
+
+@pytest.mark.parametrize("field", ["format_version", "feature_version"])
+def test_wrong_version(tmp_path, field):
+    save_model(tmp_path / "m.bin", _header(**{field: 99}), np.ones(1 << 10, np.float32))
+    with pytest.raises(ModelError, match="version 99"):
+        load_model(tmp_path / "m.bin")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "nope.bin")
+
+
+def test_shipped_model_loads():
+    m = load_model()
+    assert m.weights.shape == (1 << m.nbits,)
+    assert 0 < m.header.threshold < 1
+
+
+class Msg:
+    subject = "FREE money!!"
+    from_name = "Bob"
+    text = "Click here for FREE money now, call 5551234567"
+    html_only = False
+    has_html = False
+    n_urls = 0
+    attachments = [("a.exe", "application/octet-stream")]
+    content_type = "text/plain"
+    x_mailer = "Mutt/1.4"
+    header_names = ["x-mailer", "x-mozilla-status", "status"]
+
+
+def test_features_names_and_scores():
+    f = Featurizer(12, frozenset({"x-mailer"}))
+    w = np.zeros(1 << 12, np.float32)
+    w[feature_bucket("subj:free", 12)] = 2.0
+    w[feature_bucket("w:#n10", 12)] = 1.0
+    w[feature_bucket("hdr:x-mozilla-status", 12)] = 100.0  # never extracted
+    margins, reasons = f.score([Msg()], [["url_dom:example.biz"]], w, 0.0, 3)
+    assert reasons[0][0][:2] == ("subj:free", "w:#n10")
+    indptr, idx, _ = f.csr([Msg()], [None])
+    assert feature_bucket("hdr:x-mailer", 12) in idx
+    assert feature_bucket("att_ext:exe", 12) in idx
+    assert feature_bucket("mailer:mutt/1.4", 12) in idx
