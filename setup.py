@@ -30,8 +30,7 @@ def ext(name, sources):
 
 EXTENSIONS = [
     ext("atlas_fast._splitter", ["atlas_fast/_splitter.pyx", "csrc/atlas_split.c"]),
-    ext("atlas_fast._parser", ["atlas_fast/_parser.pyx", "csrc/atlas_mime.c"]),
-    ext("atlas_fast._features", ["atlas_fast/_features.pyx"]),
+    ext("atlas_fast._parser", ["atlas_fast/_parser.pyx", "csrc/atlas_mime.c", "csrc/atlas_html.c"]),
     ext("atlas_fast._features", ["atlas_fast/_features.pyx"]),
 ]
 

@@ -33,3 +33,82 @@ cdef class ParsedMessage:
 
 cpdef list parse_chunk(const unsigned char[::1] buf, const long long[::1] starts, const long long[::1] ends)
 cpdef ParsedMessage parse_message(const unsigned char[::1] raw)
+
+
+# ---------------------------------------------------------------------------
+# csrc/ declarations (plain C, callable without the GIL).  Added for the
+# implementation; the names above are the contract other modules code against.
+# ---------------------------------------------------------------------------
+from libc.stdint cimport uint8_t
+
+cdef extern from "common.h" nogil:
+    ctypedef struct atlas_buf:
+        uint8_t *p
+        size_t n
+        size_t cap
+    int atlas_buf_reserve(atlas_buf *b, size_t extra)
+    void atlas_buf_free(atlas_buf *b)
+
+cdef extern from "atlas_mime.h" nogil:
+    enum:
+        ATLAS_TEXT_CAP
+        ATLAS_ERR_EMPTY
+        ATLAS_CTE_IDENTITY
+        ATLAS_CTE_QP
+        ATLAS_CTE_BASE64
+        ATLAS_F_MESSAGE_ID
+        ATLAS_F_FROM
+        ATLAS_F_TO
+        ATLAS_F_REPLY_TO
+        ATLAS_F_RETURN_PATH
+        ATLAS_F_SUBJECT
+        ATLAS_F_DATE
+        ATLAS_F_CONTENT_TYPE
+        ATLAS_F_X_MAILER
+        ATLAS_F_USER_AGENT
+        ATLAS_F_AUTH_RESULTS
+        ATLAS_F_RECEIVED_SPF
+        ATLAS_F_RECEIVED
+    ctypedef struct atlas_header:
+        const uint8_t *name
+        size_t name_len
+        const uint8_t *val
+        size_t val_len
+        int field
+    ctypedef struct atlas_headers:
+        atlas_header *items
+        size_t n
+        int *first
+        size_t header_bytes
+        const uint8_t *body
+        size_t body_len
+        int error
+    ctypedef struct atlas_part:
+        char *ctype
+        char *charset
+        char *filename
+        size_t filename_len
+        int cte
+        int is_attachment
+        const uint8_t *body
+        size_t body_len
+    ctypedef struct atlas_msg:
+        atlas_headers top
+        atlas_part *parts
+        size_t n_parts
+        int error
+    const char *atlas_error_name(int code)
+    void atlas_msg_init(atlas_msg *m)
+    void atlas_msg_free(atlas_msg *m)
+    int atlas_msg_parse(atlas_msg *m, const uint8_t *p, size_t n)
+    int atlas_unfold(atlas_buf *out, const uint8_t *v, size_t n)
+    int atlas_parse_date(const uint8_t *v, size_t n, char *out)
+    int atlas_parse_address(const uint8_t *v, size_t n, atlas_buf *addr, atlas_buf *name)
+    size_t atlas_media_type(const uint8_t *v, size_t n, char *out, size_t cap)
+    int atlas_b64_decode(atlas_buf *out, const uint8_t *src, size_t n, size_t cap)
+    int atlas_qp_decode(atlas_buf *out, const uint8_t *src, size_t n, size_t cap, int header)
+    long atlas_find_urls(atlas_buf *out, const uint8_t *s, size_t n)
+    int atlas_is_ascii(const uint8_t *s, size_t n)
+
+cdef extern from "atlas_html.h" nogil:
+    int atlas_html_to_text(const uint8_t *s, size_t n, atlas_buf *text, atlas_buf *urls, long *n_urls)
