@@ -1,0 +1,325 @@
+"""Unit tests for atlas_fast._parser (the compiled message parser)."""
+from __future__ import annotations
+
+import base64
+import time
+from array import array
+
+import pytest
+
+from atlas_fast._parser import MAX_URLS, parse_chunk, parse_message
+
+
+def msg(headers: str, body: bytes | str = "hello\n", eol: str = "\n") -> bytes:
+    head = headers.strip("\n").replace("\n", eol) + eol + eol
+    if isinstance(body, str):
+        body = body.replace("\n", eol).encode()
+    return head.encode("utf-8", "surrogateescape") + body
+
+
+# --------------------------------------------------------------------------
+# Headers
+# --------------------------------------------------------------------------
+
+def test_unfolding_and_fields():
+    raw = msg("""Received: from a
+\tby b; Mon, 1 Jan 2002 10:00:00 +0000
+Received: from c by d
+From: Alice <ALICE@Example.COM>
+To: bob@example.org, carol@example.org
+Reply-To: <R@x.org>
+Return-Path: <Bounce@X.org>
+Subject: hello
+  world
+Message-ID: <id@x>
+X-Mailer: Foo 1.0
+Authentication-Results: mx; spf=pass
+Authentication-Results: mx; dkim=fail
+Received-SPF: pass (x)
+Content-Type: TEXT/Plain; charset=us-ascii""")
+    m = parse_message(raw)
+    assert m.received == ["from a\tby b; Mon, 1 Jan 2002 10:00:00 +0000", "from c by d"]
+    assert m.subject == "hello  world"
+    assert (m.from_addr, m.from_domain, m.from_name) == ("alice@example.com", "example.com", "Alice")
+    assert m.to_addr == "bob@example.org"
+    assert m.reply_to_addr == "r@x.org"
+    assert m.return_path == "bounce@x.org"
+    assert m.message_id == "<id@x>"
+    assert m.x_mailer == "Foo 1.0"
+    assert m.auth_results == "mx; spf=pass\nmx; dkim=fail"
+    assert m.received_spf == "pass (x)"
+    assert m.content_type == "text/plain"
+    assert m.header_names[:4] == ["received", "received", "from", "to"]
+    assert m.n_headers == 13
+    assert m.header_bytes == raw.index(b"\n\n") + 2
+    assert m.error is None
+
+
+def test_user_agent_is_x_mailer_fallback():
+    assert parse_message(msg("User-Agent: Mutt/1.4")).x_mailer == "Mutt/1.4"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("=?utf-8?B?SMOpbGxv?=", "Héllo"),
+    ("=?ISO-8859-1?Q?caf=E9_au_lait?=", "café au lait"),
+    ("=?utf-8?q?a?= =?utf-8?q?b?=", "ab"),            # adjacent words: blank dropped
+    ("=?utf-8?q?a?=\n =?utf-8?q?b?= c", "ab c"),       # also across a fold
+    ("x =?utf-8?q?a?= y", "x a y"),
+    ("=?utf-8?x?abc?= tail", "=?utf-8?x?abc?= tail"),  # unknown encoding: literal
+    ("=?utf-8?q?unterminated", "=?utf-8?q?unterminated"),
+    ("=?no-such-charset?q?ok=21?=", "ok!"),            # unknown charset: UTF-8
+    ("=?koi8-r?b?8NLJ18XU?=", "Привет"),
+    ("=?utf-8*en?q?lang?=", "lang"),                   # RFC 2231 language tag
+])
+def test_encoded_words(value, expected):
+    assert parse_message(msg(f"Subject: {value}")).subject == expected
+
+
+def test_raw_8bit_header_is_utf8_with_replacement():
+    raw = b"Subject: caf\xc3\xa9 \xe9t\xe9\n\nx\n"
+    assert parse_message(raw).subject == "café \ufffdt\ufffd"
+
+
+@pytest.mark.parametrize("value, addr, name", [
+    ('"Doe, John <boss>" <john@x.org>', "john@x.org", "Doe, John <boss>"),
+    ("john@x.org (John Doe)", "john@x.org", "John Doe"),
+    ("John (the man) Doe <JOHN@X.ORG>", "john@x.org", "John  Doe"),
+    ("undisclosed: a@b.com, c@d.com;", "a@b.com", None),
+    ("Group:;, real@x.org", "real@x.org", None),
+    ("bare@x.org", "bare@x.org", None),
+    ("=?utf-8?q?J=C3=B6rg?= <j@x.de>", "j@x.de", "Jörg"),
+    ('"" <>', "<>", None),
+    ("nobody", "nobody", None),
+])
+def test_addresses(value, addr, name):
+    m = parse_message(msg(f"From: {value}"))
+    assert (m.from_addr, m.from_name) == (addr, name)
+
+
+@pytest.mark.parametrize("value, iso", [
+    ("Mon, 12 Aug 2002 10:11:12 +0200", "2002-08-12T08:11:12Z"),
+    ("12 Aug 2002 10:11:12 -0700", "2002-08-12T17:11:12Z"),
+    ("Mon, 12 Aug 2002 10:11 EST", "2002-08-12T15:11:00Z"),
+    ("Mon, 12 Aug 02 23:30:00 PDT", "2002-08-13T06:30:00Z"),
+    ("Mon, 12 Aug 99 10:00:00 GMT", "1999-08-12T10:00:00Z"),
+    ("Mon, 12 Aug 2002 10:00:00 UT", "2002-08-12T10:00:00Z"),
+    ("Mon, 12 Aug 2002 10:00:00", "2002-08-12T10:00:00Z"),        # no zone: UTC
+    ("Mon, 12 Aug 2002 10:00:00 -0000", "2002-08-12T10:00:00Z"),
+    ("Mon,12 Aug 2002 10:00:00 +0000", "2002-08-12T10:00:00Z"),
+    ("Monday, 12-Aug-02 10:00:00 GMT", "2002-08-12T10:00:00Z"),  # RFC 850 with weekday
+    ("12-Aug-02 10:00:00 GMT", "2002-08-12T10:00:00Z"),            # RFC 850
+    ("Aug 12 2002 10:00:00 +0100", "2002-08-12T09:00:00Z"),
+    ("Tue, 31 Dec 2002 23:59:59 -1200", "2003-01-01T11:59:59Z"),
+    ("Mon, 31 Feb 2002 10:00:00 +0000", None),
+    ("Mon, 12 Aug 2002 25:00:00 +0000", None),
+    ("yesterday", None),
+    ("", None),
+])
+def test_dates(value, iso):
+    assert parse_message(msg(f"Date: {value}")).date == iso
+
+
+# --------------------------------------------------------------------------
+# Bodies and MIME
+# --------------------------------------------------------------------------
+
+def test_base64_and_quoted_printable():
+    text = "Grüße, world! " * 20
+    b64 = base64.encodebytes(text.encode("utf-8")).decode()
+    m = parse_message(msg("Content-Type: text/plain; charset=utf-8\n"
+                          "Content-Transfer-Encoding: base64", b64))
+    assert m.plain == text
+    qp = "caf=E9 =\nau lait=3D1 =XY end\n"
+    m = parse_message(msg('Content-Type: text/plain; charset="iso-8859-1"\n'
+                          "Content-Transfer-Encoding: quoted-printable", qp))
+    assert m.plain == "café au lait=1 =XY end\n"
+
+
+def test_base64_tolerates_garbage():
+    m = parse_message(msg("Content-Transfer-Encoding: base64",
+                          "aGVs*bG8g!\nd29y\r\nbGQ\n"))
+    assert m.plain == "hello world"
+
+
+def nested(depth: int, leaf: str = "Content-Type: text/plain\n\ninner text\n") -> bytes:
+    body = leaf
+    for level in range(depth):
+        b = f"b{level}"
+        body = (f'Content-Type: multipart/mixed; boundary="{b}"\n\n--{b}\n{body}\n--{b}--\n')
+    return body.encode()
+
+
+def test_nested_multipart_and_attachments():
+    raw = b"""From: a@b.c
+Content-Type: multipart/mixed; boundary="outer"
+
+preamble
+--outer
+Content-Type: multipart/alternative; boundary=inner
+
+--inner
+Content-Type: text/plain; charset=utf-8
+
+plain body http://example.com/a.
+--inner
+Content-Type: text/html
+
+<html><body><p>Hi &amp; <a href="http://example.com/b?x=1&amp;y=2">there</a></p></body></html>
+--inner--
+--outer
+Content-Type: application/pdf; name="doc.pdf"
+Content-Disposition: attachment; filename*=utf-8''r%C3%A9sum%C3%A9.pdf
+Content-Transfer-Encoding: base64
+
+JVBERi0=
+--outer--
+epilogue
+"""
+    m = parse_message(raw)
+    assert m.error is None
+    assert m.plain == "plain body http://example.com/a."
+    assert m.text == m.plain
+    assert m.has_html and not m.html_only
+    assert m.n_parts == 3
+    assert m.attachments == [("résumé.pdf", "application/pdf")]
+    assert m.n_attachments == 1
+    assert m.urls == ["http://example.com/a", "http://example.com/b?x=1&y=2"]
+    assert m.content_type == "multipart/mixed"
+
+
+def test_mime_nested_thousands_deep():
+    raw = nested(5000)
+    start = time.perf_counter()
+    m = parse_message(raw)
+    assert time.perf_counter() - start < 5  # a guard against runaway work, not a benchmark
+    assert m.error == "mime depth limit"
+    assert m.plain is None
+
+
+def test_mime_part_limit():
+    parts = "".join("--b\nContent-Type: text/plain\n\nx\n" for _ in range(1500))
+    m = parse_message(msg('Content-Type: multipart/mixed; boundary="b"', parts + "--b--\n"))
+    assert m.error == "mime part limit"
+    assert 0 < m.n_parts < 1000
+
+
+def test_unterminated_multipart_keeps_parts():
+    m = parse_message(msg("Content-Type: multipart/mixed; boundary=zz",
+                          "--zz\nContent-Type: text/plain\n\nfirst\n--zz\n\nsecond\n"))
+    assert m.error == "unterminated multipart"
+    assert m.plain == "first"
+    assert m.n_parts == 2
+
+
+def test_multipart_without_boundary():
+    m = parse_message(msg("Content-Type: multipart/mixed", "just text\n"))
+    assert m.error == "multipart boundary not found"
+
+
+def test_multi_megabyte_header():
+    raw = b"Subject: big\n" + b"X-Junk: " + b"a" * 3_000_000 + b"\nX-After: 1\n\nbody\n"
+    m = parse_message(raw)
+    assert m.error == "header too large"
+    assert m.subject == "big"
+
+
+def test_30mb_attachment_is_counted_not_decoded():
+    blob = base64.encodebytes(b"\0" * (23 << 20))
+    raw = (b'From: a@b.c\nContent-Type: multipart/mixed; boundary="b"\n\n'
+           b"--b\nContent-Type: text/plain\n\nsee attached\n"
+           b'--b\nContent-Type: application/octet-stream; name="big.bin"\n'
+           b"Content-Transfer-Encoding: base64\n\n" + blob + b"--b--\n")
+    assert len(raw) > 30 << 20
+    m = parse_message(raw)
+    assert m.error is None
+    assert m.plain == "see attached"
+    assert m.attachments == [("big.bin", "application/octet-stream")]
+
+
+def test_nul_bytes():
+    m = parse_message(b"Subject: a\0b\n\nbody\0with nul\n")
+    assert m.error == "nul bytes"
+    assert m.subject == "a\0b"
+    assert m.plain == "body\0with nul\n"
+    m = parse_message(b"Subject: ok\n\nbody\0with nul\n")
+    assert m.error is None and m.plain == "body\0with nul\n"
+
+
+def test_crlf_message():
+    raw = msg("From: x@y.z\nSubject: crlf\n folded\nContent-Type: text/plain",
+              "line one\nline two\n", eol="\r\n")
+    m = parse_message(raw)
+    assert (m.subject, m.from_addr, m.error) == ("crlf folded", "x@y.z", None)
+    assert m.plain == "line one\r\nline two\r\n"
+
+
+@pytest.mark.parametrize("raw", [b"", b"\n\n", b"From someone Mon Jan  1 00:00:00 2002\n"])
+def test_empty_message(raw):
+    m = parse_message(raw)
+    assert m.error == "empty message"
+    assert m.subject is None and m.header_names == [] and m.text == ""
+
+
+def test_no_header_body_separator():
+    m = parse_message(b"Subject: a\nFrom: b@c.d")
+    assert m.error == "no header/body separator"
+    assert (m.subject, m.from_addr) == ("a", "b@c.d")
+    m = parse_message(b"Subject: a\nthis line is body\n")
+    assert m.error == "no header/body separator"
+    assert m.plain == "this line is body\n"
+
+
+def test_html_to_text():
+    html = """<html><head><title>T</title><style>p {color: red}</style></head>
+<body><script>var x = "<p>hidden</p>";</script><!-- a comment -->
+<p>Caf&eacute; &amp; cr&#232;me&nbsp;br&#xFBB;l&eacute;e</p><div>Second<br>line</div>
+<a href='www.example.org/x'>x</a> <img src="HTTPS://img.example.net/i.png">
+&lt;b&gt; &quot;q&quot; &#39;s&#39;   spaced    out
+</body></html>"""
+    m = parse_message(msg("Content-Type: text/html; charset=utf-8", html))
+    assert m.html_only and m.plain is None
+    assert m.text == ("Café & crème br\u0fbbl\u00e9e\nSecond\nline\nx "
+                      "<b> \"q\" 's' spaced out")
+    assert m.urls == ["www.example.org/x", "HTTPS://img.example.net/i.png"]
+
+
+def test_html_charset_is_decoded_first():
+    m = parse_message(msg("Content-Type: text/html; charset=iso-8859-1",
+                          b"<p>caf\xe9</p>"))
+    assert m.text == "café"
+
+
+def test_url_extraction_counts_and_dedupes():
+    body = "see http://a.com/x, https://b.org/y) and www.c.net. again http://a.com/x\n"
+    body += "".join(f" http://h{i}.com" for i in range(100))
+    m = parse_message(msg("Subject: u", body))
+    assert m.urls[:3] == ["http://a.com/x", "https://b.org/y", "www.c.net"]
+    assert len(m.urls) == MAX_URLS
+    assert m.n_urls == 104
+
+
+def test_parse_chunk_with_array_offsets():
+    msgs = [
+        b"From a@b Mon Jan  1 00:00:00 2002\nSubject: one\n\nbody one\n>From here\n\n",
+        b"From MAILER-DAEMON Thu Jan  1 00:00:00 1970\r\nSubject: two\r\n\r\nbody two\r\n\r\n",
+        b"Subject: three (no envelope)\n\nbody three\n",
+    ]
+    buf = bytearray(b"junk")
+    starts, ends = array("q"), array("q")
+    for raw in msgs:
+        starts.append(len(buf))
+        buf += raw
+        ends.append(len(buf))
+    out = parse_chunk(buf, starts, ends)
+    assert [m.subject for m in out] == ["one", "two", "three (no envelope)"]
+    assert out[0].plain == "body one\n>From here\n"
+    assert out[1].plain == "body two\r\n"
+    assert "from" not in out[0].header_names
+    assert parse_chunk(b"", array("q"), array("q")) == []
+
+
+def test_parse_chunk_rejects_bad_ranges():
+    with pytest.raises(ValueError, match="outside the buffer"):
+        parse_chunk(b"abc", array("q", [0]), array("q", [10]))
+    with pytest.raises(ValueError, match="starts has 1 entries"):
+        parse_chunk(b"abc", array("q", [0]), array("q", [1, 2]))
