@@ -119,26 +119,22 @@ def _records(parsed: list, verdicts, starts: array, ends: array, base: int) -> l
                 MessageRecord(offset, length, error=f"parser failure: {type(msg).__name__}")
             )
             continue
-        rec = MessageRecord(
-            offset,
-            length,
-            msg.message_id,
-            msg.from_addr,
-            msg.from_domain,
-            msg.subject,
-            msg.date,
-            n_parts=msg.n_parts,
-            n_attachments=msg.n_attachments,
-            n_urls=msg.n_urls,
-            error=msg.error,
-        )
-        if verdicts is not None:
-            v = verdicts[i]
-            (rec.label, rec.category, rec.score, rec.decided_by, rec.rule_id, rec.reasons,
-             rec.registered_domain, rec.origin_ip, rec.origin_country,
-             rec.spf, rec.dkim, rec.dmarc) = v[:12]
-        records.append(rec)
+        v = verdicts[i] if verdicts is not None else _NO_VERDICT
+        records.append(MessageRecord(
+            offset, length, msg.message_id, msg.from_addr, msg.from_domain, msg.subject,
+            msg.date, v.label, v.category, v.score, v.decided_by, v.rule_id, v.reasons,
+            msg.n_parts, msg.n_attachments, msg.n_urls, v.registered_domain, v.origin_ip,
+            v.origin_country, v.spf, v.dkim, v.dmarc, msg.error,
+        ))
     return records
+
+
+class _NoVerdict:
+    label = category = score = decided_by = rule_id = reasons = None
+    registered_domain = origin_ip = origin_country = spf = dkim = dmarc = None
+
+
+_NO_VERDICT = _NoVerdict()
 
 
 def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk,

@@ -174,7 +174,8 @@ int atlas_headers_parse(atlas_headers *h, const uint8_t *p, size_t n) {
             h->header_bytes = (size_t)(next - p);
             return 0;
         }
-        if (UNLIKELY((size_t)(line - p) > ATLAS_HEADER_CAP)) {
+        /* Checked against the end of this line: one huge header line counts. */
+        if (UNLIKELY((size_t)(cend - p) > ATLAS_HEADER_CAP)) {
             const uint8_t *b = find_blank_line(line, end);
             h->error = ATLAS_ERR_HEADER_TOO_LARGE;
             h->body = b ? b : end;
