@@ -55,6 +55,13 @@ function chartWidth(container) {
   return Math.max(320, Math.floor(container.clientWidth || 640));
 }
 
+// 1, 2 or 5 times a power of ten, at least v.
+function niceStep(v) {
+  const p = Math.pow(10, Math.floor(Math.log10(v || 1)));
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
 function noData(container, text) {
   container.replaceChildren(el("div", { class: "nodata" }, text || "no data yet"));
 }
@@ -91,9 +98,9 @@ function lineChart(container, series, opts) {
     svg.append(svgEl("line", { class: "grid-line", x1: L, x2: W - R, y1: sy(y), y2: sy(y) }));
     svg.append(svgEl("text", { x: L - 6, y: sy(y) + 4, "text-anchor": "end" }, tick(y)));
   }
-  for (let i = 0; i <= 5; i++) {
-    const x = x0 + ((x1 - x0) * i) / 5;
-    svg.append(svgEl("text", { x: sx(x), y: H - 10, "text-anchor": "middle" }, fmtNum(x, x1 - x0 < 10 ? 1 : 0) + " s"));
+  const step = niceStep((x1 - x0) / 6);
+  for (let x = Math.ceil(x0 / step) * step; x <= x1 + 1e-9; x += step) {
+    svg.append(svgEl("text", { x: sx(x), y: H - 10, "text-anchor": "middle" }, fmtNum(x, step < 1 ? 1 : 0) + " s"));
   }
   svg.append(svgEl("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
   const dense = pts.length > 240;
