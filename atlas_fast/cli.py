@@ -21,7 +21,7 @@ class ProgressBar:
         self.stream = stream if stream is not None else sys.stderr
         self.min_interval = min_interval
         self.start = time.perf_counter()
-        self.last = 0.0
+        self.last = self.start
         self.messages = 0
         self.done = self.total = 0
         self.tty = getattr(self.stream, "isatty", lambda: False)()

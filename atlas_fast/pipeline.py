@@ -33,6 +33,7 @@ from ._parser import parse_chunk, parse_message
 from .config import Settings, resolve_settings
 from .errors import AtlasError, InputError
 from .migrations import connect
+from .monitor import PerformanceMetrics, ResourceSampler, monitor_operation, store_run_metrics
 from .records import MessageRecord, RecordBatch, encode_batch
 from .splitter import Chunk, MboxSplitter, Oversized
 from .writer import run_writer, utc_now
@@ -153,6 +154,8 @@ def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_ju
 
 def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier_args, parent_pid):
     classifier = _make_classifier(classifier_args)
+    metrics = PerformanceMetrics.get_instance()
+    cache_counts: dict = {}
     buffers = [s.buf for s in slots]
     while True:
         try:
@@ -162,6 +165,9 @@ def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier_arg
                 return
             continue
         if task is None:
+            # What was timed after the last batch travels on its own.
+            out_queue.put(encode_batch(RecordBatch(-1, 0, 0, [], metrics.drain_delta())))
+            classifier.close()
             return
         seq, slot_ref, base, nbytes, starts_raw = task
         starts = array("q")
@@ -174,7 +180,8 @@ def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier_arg
         else:
             buf = buffers[slot_ref][:nbytes]
         try:
-            parsed = _parse_slot(buf, starts, ends)
+            with monitor_operation("parse", "chunk"):
+                parsed = _parse_slot(buf, starts, ends)
             if base == 0 and leading_junk and starts[0] == 0:
                 first = parsed[0]
                 if not isinstance(first, Exception):
@@ -185,22 +192,41 @@ def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier_arg
             if extra is not None:
                 extra.close()
             free_queue.put(slot_ref)  # the slot is free once parsed
-        verdicts = None
-        if classifier is not None:
-            ok = [m for m in parsed if not isinstance(m, Exception)]
-            if len(ok) == len(parsed):
-                verdicts = classifier.classify_chunk(parsed)
-            else:  # rare: parser failures have no fields to classify
-                got = iter(classifier.classify_chunk(ok))
-                verdicts = [None if isinstance(m, Exception) else next(got) for m in parsed]
-        records = _records(parsed, verdicts, starts, ends, base)
-        batch = RecordBatch(seq, base, base + nbytes, records)
-        try:
-            data = encode_batch(batch)
-        except msgspec.EncodeError:  # a lone surrogate in some header
-            _scrub(records)
-            data = encode_batch(batch)
+        with monitor_operation("classify", "chunk"):
+            verdicts = _classify(classifier, parsed)
+        cache_counts = _record_cache_delta(metrics, classifier, cache_counts)
+        with monitor_operation("encode", "chunk"):
+            records = _records(parsed, verdicts, starts, ends, base)
+            batch = RecordBatch(seq, base, base + nbytes, records, metrics.drain_delta())
+            try:
+                data = encode_batch(batch)
+            except msgspec.EncodeError:  # a lone surrogate in some header
+                _scrub(records)
+                data = encode_batch(batch)
         out_queue.put(data)
+
+
+def _classify(classifier, parsed: list):
+    if len(parsed) and any(isinstance(m, Exception) for m in parsed):
+        # Rare: a message the parser failed on has no fields to classify.
+        ok = [m for m in parsed if not isinstance(m, Exception)]
+        got = iter(classifier.classify_chunk(ok))
+        return [None if isinstance(m, Exception) else next(got) for m in parsed]
+    return classifier.classify_chunk(parsed)
+
+
+def _record_cache_delta(metrics, classifier, previous: dict) -> dict:
+    """Moves the classifier's cache counters into the monitor, as a delta."""
+    now = classifier.stats()
+    for ns, counts in now.items():
+        before = previous.get(ns, {})
+        hits = counts["hits"] - before.get("hits", 0)
+        misses = counts["misses"] - before.get("misses", 0)
+        if hits:
+            metrics.record_cache_hit(ns, hits)
+        if misses:
+            metrics.record_cache_miss(ns, misses)
+    return {ns: dict(c) for ns, c in now.items()}
 
 
 def _scrub(records: list) -> None:
@@ -213,8 +239,6 @@ def _scrub(records: list) -> None:
 
 
 def _make_classifier(args):
-    if args is None:
-        return None
     from .classify import Classifier
 
     return Classifier(**args)
@@ -465,7 +489,8 @@ class _Run:
         self.committed = 0
         self.done_offset = start_offset
         self.writer_stats: dict = {}
-        self.timings: dict = {}
+        self.metrics = PerformanceMetrics.get_instance()
+        self.sampler: ResourceSampler | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -483,7 +508,9 @@ class _Run:
                 signal.signal(signal.SIGTERM, _raise_interrupted)
             ring = _SlotRing(count, size)
             self.ring = ring
+            self.metrics.reset()  # this run's numbers only
             self._start_children(ctx, ring)
+            self._start_sampler()
             self._feed(ring)
             self._finish_children()
         except (KeyboardInterrupt, _Interrupted) as exc:
@@ -495,6 +522,8 @@ class _Run:
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, old_term)
+            if self.sampler is not None:
+                self.sampler.stop()
             self.splitter.close()
             if ring is not None:
                 ring.close()
@@ -550,13 +579,23 @@ class _Run:
         for i in range(len(ring.slots)):
             self.free_queue.put(i)
 
+    def _start_sampler(self) -> None:
+        # Started after fork: a thread running across fork() is unsafe.
+        sampler = ResourceSampler(interval=1.0)
+        sampler.register(self.writer.pid, "writer")
+        for p in self.workers:
+            sampler.register(p.pid, "worker")
+        sampler.attach(self.db, self.run_id)
+        self.sampler = sampler.start()
+
     def _feed(self, ring: _SlotRing) -> None:
         seq = 0
         views = [s.buf for s in ring.slots]
         try:
             while True:
                 slot = self._next_free_slot()
-                got = self.splitter.fill(views[slot])
+                with monitor_operation("split", "fill"):
+                    got = self.splitter.fill(views[slot])
                 if got is None:
                     self.free_queue.put(slot)
                     break
@@ -595,13 +634,17 @@ class _Run:
             except queue_module.Empty:
                 return None
             if kind == "commit":
-                self.committed, self.done_offset = rest
+                self.committed, self.done_offset, delta = rest
+                self.metrics.merge_delta(delta)
+                if self.sampler is not None:
+                    self.sampler.set_progress(self.committed, self.done_offset - self.start_offset)
                 set_messages = getattr(self.progress, "set_messages", None)
                 if set_messages is not None:
                     set_messages(self.committed)
             elif kind == "done":
-                self.writer_stats = rest[0]
-                self.done_offset = rest[0]["done_offset"]
+                self.writer_stats, delta = rest
+                self.metrics.merge_delta(delta)
+                self.done_offset = self.writer_stats["done_offset"]
                 return "done"
             elif kind == "error":
                 raise AtlasError(f"{self.db}: writer failed: {rest[0]}")
@@ -692,7 +735,10 @@ class _Run:
                 (self.run_id,),
             ).fetchone()
             counts = dict(zip(("messages", "spam", "ham", "errors"), (v or 0 for v in row)))
-            timings = {"elapsed_s": elapsed, "writer": self.writer_stats}
+            stats = self.metrics.get_stats()
+            timings = {"elapsed_s": elapsed, "writer": self.writer_stats,
+                       "stages": {k: {"count": v["count"], "total_ms": v["total_ms"]}
+                                  for k, v in stats.get("operations", {}).items()}}
             rate = counts["messages"] / elapsed if elapsed > 0 else 0.0
             conn.execute("BEGIN")
             conn.execute(
@@ -706,6 +752,7 @@ class _Run:
             if status == "done":
                 conn.execute("UPDATE progress SET complete = 1 WHERE source = ?", (self.source,))
             conn.execute("COMMIT")
+            store_run_metrics(conn, self.run_id, stats, self.sampler)
         finally:
             conn.close()
         return RunSummary(

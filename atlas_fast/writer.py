@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 
 from msgspec.structs import astuple
 
+from .monitor import PerformanceMetrics, monitor_operation
 from .records import ROW_COLUMNS, decode_batch
 
 __all__ = ["WriterStats", "run_writer", "INSERT_SQL", "utc_now"]
@@ -76,8 +77,9 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
 
     Reads encoded batches from ``in_queue`` until a ``None`` sentinel, then
     commits what is left and puts ``("done", stats)`` on ``ack_queue``.  After
-    every commit it puts ``("commit", rows_received, done_offset)`` there so
-    the parent can report progress.  On an error it puts ``("error", text)``
+    every commit it puts ``("commit", rows_committed, done_offset, metrics)``
+    there so the parent can report progress; ``metrics`` is the monitor delta
+    of the writer and of the workers' batches it received.  On an error it puts ``("error", text)``
     and exits non-zero.
     """
     stats = WriterStats()
@@ -93,9 +95,13 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
         pending_chunks: list[tuple[int, int, int]] = []
         prefix = (run_id, source)
 
+        metrics = PerformanceMetrics.get_instance()
+
         def commit(limit: int) -> None:
             rows = pending[:limit]
             t0 = time.perf_counter()
+            timer = monitor_operation("write", "commit")
+            timer.__enter__()
             conn.execute("BEGIN")
             before = conn.total_changes
             conn.executemany(INSERT_SQL, rows)
@@ -109,6 +115,8 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
             conn.execute(_UPDATE_PROGRESS, (tracker.done_offset, utc_now(), source))
             conn.execute(_UPDATE_RUN, (inserted, tracker.done_offset, run_id))
             conn.execute("COMMIT")
+            timer.__exit__(None, None, None)
+            metrics.record_rows_written(len(rows))
             stats.write_s += time.perf_counter() - t0
             stats.rows_inserted += inserted
             stats.transactions += 1
@@ -117,7 +125,9 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
             del pending_chunks[:done]
             for i, (seq, end, stop) in enumerate(pending_chunks):
                 pending_chunks[i] = (seq, end, stop - limit)
-            ack_queue.put(("commit", stats.rows_received - len(pending), tracker.done_offset))
+            ack_queue.put(
+                ("commit", stats.rows_received - len(pending), tracker.done_offset, metrics.drain_delta())
+            )
 
         while True:
             try:
@@ -129,8 +139,12 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
             if data is None:
                 break
             t0 = time.perf_counter()
-            batch = decode_batch(data)
-            pending.extend([prefix + astuple(rec) for rec in batch.records])
+            with monitor_operation("write", "decode"):
+                batch = decode_batch(data)
+                metrics.merge_delta(batch.metrics)
+                if batch.seq < 0:  # a worker's last metrics, no rows
+                    continue
+                pending.extend([prefix + astuple(rec) for rec in batch.records])
             stats.decode_s += time.perf_counter() - t0
             stats.rows_received += len(batch.records)
             pending_chunks.append((batch.seq, batch.end, len(pending)))
@@ -139,7 +153,7 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
         if pending or pending_chunks:
             commit(len(pending))
         conn.close()
-        ack_queue.put(("done", stats.as_dict()))
+        ack_queue.put(("done", stats.as_dict(), metrics.drain_delta()))
     except BaseException as exc:  # report, then let the parent decide
         ack_queue.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
         raise SystemExit(1)
