@@ -19,11 +19,12 @@ else:
 DIRECTIVES.update(language_level=3, embedsignature=True, initializedcheck=DEBUG)
 
 
-def ext(name, sources):
+def ext(name, sources, libraries=()):
     return Extension(
         name,
         sources=sources,
         include_dirs=["csrc"],
+        libraries=list(libraries),
         extra_compile_args=CFLAGS,
     )
 
@@ -31,7 +32,9 @@ def ext(name, sources):
 EXTENSIONS = [
     ext("atlas_fast._splitter", ["atlas_fast/_splitter.pyx", "csrc/atlas_split.c"]),
     ext("atlas_fast._parser", ["atlas_fast/_parser.pyx", "csrc/atlas_mime.c", "csrc/atlas_html.c"]),
-    ext("atlas_fast._features", ["atlas_fast/_features.pyx"]),
+    ext("atlas_fast._features", ["atlas_fast/_features.pyx", "csrc/atlas_features.c"]),
+    # Links the system SQLite (Debian: libsqlite3-dev); wheels bundle it.
+    ext("atlas_fast._sqlwriter", ["atlas_fast/_sqlwriter.pyx"], libraries=["sqlite3"]),
 ]
 
 setup(ext_modules=cythonize(EXTENSIONS, compiler_directives=DIRECTIVES, quiet=True))

@@ -32,7 +32,7 @@ from . import __version__
 from ._parser import parse_chunk, parse_message
 from .config import Settings, resolve_settings
 from .errors import AtlasError, InputError
-from .migrations import connect
+from .migrations import connect, drop_indexes, ensure_indexes
 from .monitor import PerformanceMetrics, ResourceSampler, monitor_operation, store_run_metrics
 from .records import MessageRecord, RecordBatch, encode_batch
 from .splitter import Chunk, MboxSplitter, Oversized
@@ -350,7 +350,7 @@ def _check_path(value, name: str) -> str:
 
 
 def _begin_run(db: str, source: str, settings: Settings):
-    """Opens (and migrates) the database, reads the resume point, records the run."""
+    """Opens (and migrates) the database and reads the resume point."""
     conn = connect(db)
     try:
         row = conn.execute(
@@ -452,6 +452,10 @@ def process_mbox(
             " VALUES (?, ?, ?, ?, ?)",
             (source, now, start_offset, msgspec.json.encode(settings.as_dict()).decode(), __version__),
         ).lastrowid
+        # A load into an empty table builds its indexes once, at the end.
+        bulk_load = conn.execute("SELECT 1 FROM messages LIMIT 1").fetchone() is None
+        if bulk_load:
+            drop_indexes(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.close()
@@ -460,6 +464,7 @@ def process_mbox(
     conn.close()
 
     run = _Run(settings, db_path, source, run_id, start_offset, splitter, classifier_args, progress)
+    run.rebuild_indexes = bulk_load
     return run.execute()
 
 
@@ -489,6 +494,7 @@ class _Run:
         self.committed = 0
         self.done_offset = start_offset
         self.writer_stats: dict = {}
+        self.rebuild_indexes = False
         self.metrics = PerformanceMetrics.get_instance()
         self.sampler: ResourceSampler | None = None
 
@@ -557,7 +563,8 @@ class _Run:
             self.writer = ctx.Process(
                 target=_writer_entry,
                 args=(self.db, self.run_id, self.source, self.start_offset,
-                      self.settings.batch_size, self.out_queue, self.ack_queue, parent),
+                      self.settings.batch_size, self.out_queue, self.ack_queue, parent,
+                      self.rebuild_indexes),
                 name="atlas-writer",
                 daemon=True,
             )
@@ -753,6 +760,7 @@ class _Run:
                 conn.execute("UPDATE progress SET complete = 1 WHERE source = ?", (self.source,))
             conn.execute("COMMIT")
             store_run_metrics(conn, self.run_id, stats, self.sampler)
+            ensure_indexes(conn)  # the writer's job, unless it could not finish
         finally:
             conn.close()
         return RunSummary(

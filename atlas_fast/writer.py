@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import queue as queue_module
-import sqlite3
 import time
 import traceback
 from datetime import datetime, timezone
 
 from msgspec.structs import astuple
 
+from ._sqlwriter import BulkConnection
+from .migrations import ensure_indexes
 from .monitor import PerformanceMetrics, monitor_operation
 from .records import ROW_COLUMNS, decode_batch
 
@@ -72,7 +73,8 @@ class _ResumeTracker:
             self._next_seq += 1
 
 
-def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_queue, parent_pid):
+def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_queue, parent_pid,
+               rebuild_indexes=False):
     """Entry point of the writer process.
 
     Reads encoded batches from ``in_queue`` until a ``None`` sentinel, then
@@ -80,15 +82,17 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
     every commit it puts ``("commit", rows_committed, done_offset, metrics)``
     there so the parent can report progress; ``metrics`` is the monitor delta
     of the writer and of the workers' batches it received.  On an error it puts ``("error", text)``
-    and exits non-zero.
+    and exits non-zero.  With ``rebuild_indexes`` (a bulk load into an empty
+    table, whose secondary indexes the parent dropped) it builds them once at
+    the end.
     """
     stats = WriterStats()
     stats.done_offset = start_offset
     try:
-        conn = sqlite3.connect(db_path, timeout=60, isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA cache_size = -32768")
+        conn = BulkConnection(os.fspath(db_path))
+        conn.exec("PRAGMA journal_mode = WAL")
+        conn.exec("PRAGMA synchronous = NORMAL")
+        conn.exec("PRAGMA cache_size = -32768")
         tracker = _ResumeTracker(start_offset)
         pending: list[tuple] = []
         # (seq, end offset, index in `pending` just past the chunk's last row)
@@ -102,10 +106,8 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
             t0 = time.perf_counter()
             timer = monitor_operation("write", "commit")
             timer.__enter__()
-            conn.execute("BEGIN")
-            before = conn.total_changes
-            conn.executemany(INSERT_SQL, rows)
-            inserted = conn.total_changes - before
+            conn.exec("BEGIN")
+            inserted = conn.executemany(INSERT_SQL, rows, prefix)
             done = 0
             for seq, end, stop in pending_chunks:
                 if stop > limit:
@@ -114,7 +116,7 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
                 done += 1
             conn.execute(_UPDATE_PROGRESS, (tracker.done_offset, utc_now(), source))
             conn.execute(_UPDATE_RUN, (inserted, tracker.done_offset, run_id))
-            conn.execute("COMMIT")
+            conn.exec("COMMIT")
             timer.__exit__(None, None, None)
             metrics.record_rows_written(len(rows))
             stats.write_s += time.perf_counter() - t0
@@ -144,7 +146,7 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
                 metrics.merge_delta(batch.metrics)
                 if batch.seq < 0:  # a worker's last metrics, no rows
                     continue
-                pending.extend([prefix + astuple(rec) for rec in batch.records])
+                pending.extend([astuple(rec) for rec in batch.records])
             stats.decode_s += time.perf_counter() - t0
             stats.rows_received += len(batch.records)
             pending_chunks.append((batch.seq, batch.end, len(pending)))
@@ -152,6 +154,9 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
                 commit(batch_size)
         if pending or pending_chunks:
             commit(len(pending))
+        if rebuild_indexes:
+            with monitor_operation("write", "index"):
+                ensure_indexes(conn)
         conn.close()
         ack_queue.put(("done", stats.as_dict(), metrics.drain_delta()))
     except BaseException as exc:  # report, then let the parent decide

@@ -217,3 +217,17 @@ def test_memory_limit_shrinks_slots():
     assert count >= 3
     big_count, big_size = _slot_plan(resolve_settings(workers=2))
     assert big_count * big_size > count * size
+
+
+def test_bulk_load_ends_with_every_index(tmp_path, tmp_db):
+    from atlas_fast.migrations import MESSAGE_INDEXES
+
+    process_mbox(SAMPLE, tmp_db, workers=1)
+    conn = sqlite3.connect(tmp_db)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT count(*) FROM messages WHERE label = 'spam' AND category = 'phishing'"
+    ).fetchall()
+    conn.close()
+    assert set(MESSAGE_INDEXES) <= names
+    assert "messages_label_category" in str(plan)
