@@ -144,10 +144,19 @@ class MessageCounts:
     def update(self, conn, run_id: int) -> _RunCounts:
         with self._lock:
             counts = self._runs.setdefault(run_id, _RunCounts())
-            rows = conn.execute("""
-                SELECT label, category, decided_by, rule_id, COUNT(*), SUM(error IS NOT NULL), MAX(id)
-                FROM messages WHERE run_id = ? AND id > ?
-                GROUP BY label, category, decided_by, rule_id""", (run_id, counts.last_id)).fetchall()
+            # Only a range of (run_id, rowid) or of rowid reads just the new
+            # rows; left alone, the planner may prefer another index and scan
+            # all.  A run into an empty table drops the indexes until it ends.
+            for hint in ("INDEXED BY messages_run", "NOT INDEXED"):
+                try:
+                    rows = conn.execute(f"""
+                        SELECT label, category, decided_by, rule_id, COUNT(*), SUM(error IS NOT NULL), MAX(id)
+                        FROM messages {hint} WHERE run_id = ? AND id > ?
+                        GROUP BY label, category, decided_by, rule_id""", (run_id, counts.last_id)).fetchall()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "no such index" not in str(exc) and "no query solution" not in str(exc):
+                        raise
             last = counts.last_id
             for label, category, decided_by, rule_id, n, errors, max_id in rows:
                 acc = counts.groups.setdefault((label, category, decided_by, rule_id), [0, 0])
