@@ -91,6 +91,9 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"{name:<40} {rate:>12,.0f} msg/s")
     pairs = [
         ("atlas_fast end to end", "plain Python end to end"),
+        ("split atlas_fast", "split plain Python"),
+        ("parse atlas_fast", "parse plain Python"),
+        ("writer atlas_fast (rows)", "writer plain Python (rows)"),
     ]
     for fast, slow in pairs:
         if fast in RATES and slow in RATES:
