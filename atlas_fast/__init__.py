@@ -8,9 +8,48 @@ __version__ = "0.1.0"
 from .errors import AtlasError, ConfigError, InputError, NotAnMboxError, RuleError, SourceChangedError
 from .pipeline import RunSummary, process_mbox
 
+
+def evaluate(ham, spam, *, model=None, rules=()):
+    """Classify labelled mboxes and measure the result.
+
+    Parameters
+    ----------
+    ham, spam : sequence of paths
+        Mbox files whose messages are known ham / known spam.
+    model : path, optional
+        Model file; default: the shipped model.
+    rules : sequence of paths, optional
+        Extra rule files.
+
+    Returns
+    -------
+    EvalReport
+        Accuracy, spam recall, ham false-positive rate, F1, ROC AUC, the
+        confusion matrix, per-rule hits and time per message;
+        ``.format_table()`` and ``.to_json()`` render it.
+    """
+    from .evaluate import evaluate as _evaluate
+
+    return _evaluate(list(ham), list(spam), model=model, rules=rules)
+
+
+def train(ham, spam, output, *, seed=1):
+    """Train a model on labelled mboxes and write it to ``output``.
+
+    Returns
+    -------
+    dict
+        What was trained (message counts, threshold, cross-validation figures).
+    """
+    from .evaluate import train_model
+
+    return train_model(list(ham), list(spam), output, seed=seed)
+
 __all__ = [
     "__version__",
     "process_mbox",
+    "evaluate",
+    "train",
     "RunSummary",
     "AtlasError",
     "InputError",

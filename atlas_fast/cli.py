@@ -102,6 +102,23 @@ def _cmd_process(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .evaluate import train_model
+
+    info = train_model(args.ham, args.spam, args.output, seed=args.seed, verbose=not args.quiet)
+    print(f"{args.output}: model trained on {info.get('ham', '?')} ham and "
+          f"{info.get('spam', '?')} spam messages (seed {args.seed})")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .evaluate import evaluate
+
+    report = evaluate(args.ham, args.spam, model=args.model, rules=args.rules or ())
+    print(report.to_json() if args.json else report.format_table())
+    return 0
+
+
 def _cmd_config(args) -> int:
     from .config import config_report
 
@@ -138,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", action="append", help="extra rule file (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_process)
+
+    p = sub.add_parser("train", help="train a model on labelled mboxes")
+    p.add_argument("--ham", nargs="+", required=True, help="mbox file(s) of ham")
+    p.add_argument("--spam", nargs="+", required=True, help="mbox file(s) of spam")
+    p.add_argument("-o", "--output", required=True, help="model file to write")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no training log")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="score a labelled corpus: recall, false positives, AUC, ...")
+    p.add_argument("--ham", nargs="+", required=True, help="mbox file(s) of ham")
+    p.add_argument("--spam", nargs="+", required=True, help="mbox file(s) of spam")
+    p.add_argument("--model", help="model file (default: shipped model)")
+    p.add_argument("--rules", action="append", help="extra rule file (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("config", help="print the effective settings and where each comes from")
     p.set_defaults(func=_cmd_config)

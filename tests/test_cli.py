@@ -34,3 +34,35 @@ def test_config_shows_sources():
     res = run("config", env={"ATLAS_WORKER_COUNT": "3", "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0
     assert "workers" in res.stdout and "env ATLAS_WORKER_COUNT" in res.stdout
+
+
+def test_train_then_eval_with_the_new_model(tmp_path):
+    from conftest import corpus_file
+
+    ham = corpus_file("csdmc2010-train-ham.mbox.gz")
+    spam = corpus_file("csdmc2010-train-spam.mbox.gz")
+    model = tmp_path / "mine.bin"
+    res = run("train", "--ham", str(ham), "--spam", str(spam), "-o", str(model), "-q")
+    assert res.returncode == 0, res.stderr
+    assert "954 ham and 628 spam" in res.stdout and model.exists()
+    res = run("eval", "--ham", str(SAMPLE), "--spam", str(SAMPLE), "--model", str(model), "--json")
+    assert res.returncode == 0, res.stderr
+    import json
+
+    report = json.loads(res.stdout)
+    assert isinstance(report, dict) and report
+    db = tmp_path / "m.sqlite"
+    res = run("process", str(SAMPLE), "--db", str(db), "--model", str(model), "-q", "--no-cache")
+    assert res.returncode == 0, res.stderr
+    conn = sqlite3.connect(db)
+    labels = conn.execute("SELECT count(*) FROM messages WHERE label IN ('spam', 'ham')").fetchone()[0]
+    conn.close()
+    assert labels == 6
+
+
+def test_bad_model_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"not a model")
+    res = run("process", str(SAMPLE), "--db", str(tmp_path / "x.sqlite"), "--model", str(bad), "-q")
+    assert res.returncode == 2
+    assert "bad.bin" in res.stderr and "Traceback" not in res.stderr
