@@ -6,6 +6,11 @@ type test and borrows the UTF-8 buffer CPython already caches in every str
 (``SQLITE_STATIC``: the row list outlives the statement step).  A prefix of
 values shared by all rows (run id, source) is bound once per call: SQLite
 keeps bindings across ``sqlite3_reset``.
+
+A wheel may bundle its own copy of SQLite.  Two copies of SQLite in one
+process must never open the same database (POSIX locks would be released
+behind each other's back), so only the writer process, which opens nothing
+through the ``sqlite3`` module, uses this class.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE
