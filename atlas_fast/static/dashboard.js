@@ -100,7 +100,7 @@ function lineChart(container, series, opts) {
   }
   const step = niceStep((x1 - x0) / 6);
   for (let x = Math.ceil(x0 / step) * step; x <= x1 + 1e-9; x += step) {
-    svg.append(svgEl("text", { x: sx(x), y: H - 10, "text-anchor": "middle" }, fmtNum(x, step < 1 ? 1 : 0) + " s"));
+    svg.append(svgEl("text", { x: sx(x), y: H - 10, "text-anchor": "middle" }, fmtNum(x, step < 0.1 ? 2 : step < 1 ? 1 : 0) + " s"));
   }
   svg.append(svgEl("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
   const dense = pts.length > 240;
