@@ -354,7 +354,6 @@ class ResourceSampler:
         self._thread: threading.Thread | None = None
         self._t0: float | None = None
         self._progress = (0, 0)
-        self._last = (0.0, 0, 0)  # t, messages, bytes at the previous sample
         self.resources: list[dict] = []   # t, pid, role, cpu_percent, rss_bytes, read_bytes, read_chars
         self.throughput: list[dict] = []  # t, messages, bytes, msgs_per_s, bytes_per_s
         self.started_at: float | None = None
@@ -498,19 +497,21 @@ class ResourceSampler:
                 "rss_bytes": rss, "read_bytes": read_bytes, "read_chars": read_chars,
             })
         messages, nbytes = self._progress
-        last_t, last_m, last_b = self._last
-        dt = t - last_t
-        point = {
-            "t": t, "messages": messages, "bytes": nbytes,
-            "msgs_per_s": (messages - last_m) / dt if dt > 0 else 0.0,
-            "bytes_per_s": (nbytes - last_b) / dt if dt > 0 else 0.0,
-        }
         with self._lock:
             self.resources.extend(rows)
-            if dt > 0 or not self.throughput:
-                self.throughput.append(point)
-                self._last = (t, messages, nbytes)
             self.elapsed_s = t
+            tp = self.throughput
+            if tp and t <= tp[-1]["t"]:
+                return
+            # A rate over a sliver of time (the last sample, taken at stop())
+            # is noise: measure it from the point before if that is too close.
+            ref = tp[-2] if len(tp) >= 2 and t - tp[-1]["t"] < self.interval / 2 else (tp[-1] if tp else None)
+            dt = t - ref["t"] if ref else 0.0
+            tp.append({
+                "t": t, "messages": messages, "bytes": nbytes,
+                "msgs_per_s": (messages - ref["messages"]) / dt if dt > 0 else 0.0,
+                "bytes_per_s": (nbytes - ref["bytes"]) / dt if dt > 0 else 0.0,
+            })
 
 
 # ---------------------------------------------------------------------------

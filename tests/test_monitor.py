@@ -332,7 +332,8 @@ def test_sampler_sees_the_process_tree_with_roles():
     roles = {(r["pid"], r["role"]) for r in sampler.resources}
     assert (os.getpid(), "parent") in roles
     assert (child.pid, "worker") in roles
-    assert all(r["rss_bytes"] > 0 for r in sampler.resources)
+    assert all(r["rss_bytes"] > 0 for r in sampler.resources if r["pid"] == os.getpid())
+    assert any(r["rss_bytes"] > 0 for r in sampler.resources if r["pid"] == child.pid)  # 0 once a zombie
     worker_cpu = max(r["cpu_percent"] for r in sampler.resources if r["pid"] == child.pid)
     assert worker_cpu > 0
     assert sampler.throughput[-1]["messages"] == 500
@@ -397,3 +398,20 @@ def test_sampler_writes_live_while_attached(tmp_path):
     sampler.stop()
     assert n >= 3
     assert conn.execute("SELECT COUNT(*) FROM run_resources WHERE role = 'parent'").fetchone()[0] >= 1
+
+
+def test_a_late_sample_right_after_another_is_rated_over_a_full_interval():
+    sampler = ResourceSampler(interval=10.0)  # the thread will not sample by itself
+    sampler.start()
+    base = sampler.throughput[0]["t"]
+    sampler._t0 -= 10.0  # pretend ten seconds went by
+    sampler.set_progress(1000, 10_000)
+    sampler._sample()
+    sampler._t0 -= 0.01  # and the stop() sample comes 10 ms later
+    sampler.set_progress(1010, 10_100)
+    sampler.stop()
+    last = sampler.throughput[-1]
+    assert last["messages"] == 1010
+    # Over 10 ms the rate would read 1000/s; over the full window it is ~101/s.
+    assert last["msgs_per_s"] == pytest.approx(1010 / (last["t"] - base), rel=1e-6)
+    assert last["msgs_per_s"] < 200
