@@ -1,42 +1,60 @@
 # Declarations of the compiled feature hasher and linear scorer (see _features.pyx).
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
-# One hashed feature occurrence.  ``name``/``name_len`` point into a UTF-8
-# buffer that outlives the message's featurising (a str's cached UTF-8 or a
-# bytes object kept in the featuriser), so readable names are only built for
-# the few features that end up in ``reasons``.
-cdef struct Feat:
-    uint32_t bucket
-    float value
-    const char *prefix
-    const char *name
-    int32_t name_len
-    int32_t fold          # 1: lower-case ASCII when the name is built
+cdef extern from "atlas_features.h" nogil:
+    # One hashed feature occurrence; ``name`` points into a str's cached
+    # UTF-8 or a static string, so readable names are only built for the
+    # few features that end up in ``reasons``.
+    ctypedef struct atlas_feat:
+        uint32_t bucket
+        float value
+        const char *prefix
+        const char *name
+        int32_t name_len
+        int32_t fold
+    ctypedef struct atlas_feats:
+        atlas_feat *items
+        size_t n
+        size_t cap
+        uint32_t mask
+    int atlas_feats_reserve(atlas_feats *f, size_t extra)
+    void atlas_feats_free(atlas_feats *f)
+    uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold)
+    uint32_t atlas_prefix_seed(const char *prefix)
+    uint32_t atlas_fmix32(uint32_t h)
+    int atlas_push(atlas_feats *f, const char *prefix, uint32_t seed, const char *name,
+                   size_t n, int fold, float value)
+    long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
+                      size_t n, size_t max_tokens, size_t *upper, size_t *letters)
+    long atlas_url_path_tokens(atlas_feats *f, const char *prefix, const char *url, size_t n,
+                               size_t max_tokens)
+    int atlas_url_host(const char *u, size_t n, size_t *start, size_t *end)
+    int atlas_ipv4_public(const unsigned char oct[4])
+    int atlas_received_ipv4(const char *v, size_t n, char *out)
+
 
 cdef class Featurizer:
     cdef readonly int nbits
     cdef uint32_t mask
     cdef frozenset header_allow
-    cdef Feat *feats
-    cdef Py_ssize_t n_feats
-    cdef Py_ssize_t cap_feats
-    cdef list keep                 # bytes objects whose buffers Feat.name points into
+    cdef atlas_feats fb
+    cdef readonly bint url_paths
+    cdef readonly Py_ssize_t text_cap
+    cdef uint32_t seed_hdr
+    cdef uint32_t seed_struct
+    cdef dict hdr_memo
 
-    cdef int _reserve(self, Py_ssize_t extra) except -1
-    cdef int _push(self, uint32_t h, float value, const char *prefix,
-                   const char *name, Py_ssize_t name_len, int fold) except -1
-    cdef int _push_str(self, const char *prefix, uint32_t seed, str text, float value) except -1
-    cdef Py_ssize_t _tokens(self, const char *prefix, uint32_t seed, const char *s,
-                            Py_ssize_t n, Py_ssize_t max_tokens, bint bigrams,
-                            Py_ssize_t *upper, Py_ssize_t *letters) except -1
-    cdef int _featurize(self, object msg, object extras) except -1
+    cdef int _push_str(self, const char *prefix, str text) except -1
     cdef int _push_static(self, const char *name) except -1
-    cdef void _share(self, Py_ssize_t first, Py_ssize_t count) noexcept
+    cdef int _field(self, const char *prefix, const char *prefix2, object value,
+                    Py_ssize_t cap, Py_ssize_t max_tokens, size_t *upper,
+                    size_t *letters) except -1
+    cdef int _featurize(self, object msg, object extras) except -1
     cdef tuple _names(self, Py_ssize_t *order, int K)
 
     cpdef tuple csr(self, list msgs, list extras)
     cpdef tuple score(self, list msgs, list extras, const float[::1] weights, double bias,
-                      int top_k=*)
+                      int top_k=*, double threshold=*)
 
 cpdef uint64_t text_digest(object text, uint64_t seed=*) except? 0
 cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=*)

@@ -16,11 +16,21 @@ import numpy as np
 from .cache import ClassifierCache, default_cache_dir
 from .enrich import Enricher
 from .model import load_model
-from .rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, load_rules, render_fields
+from .rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, fields_of, load_rules, render_chunk
 
-__all__ = ["Verdict", "Classifier", "TOP_FEATURES"]
+__all__ = ["Verdict", "Classifier", "TOP_FEATURES", "model_extras"]
 
 TOP_FEATURES = 3
+
+
+def model_extras(enrichment, hits, rules) -> list:
+    """Whole-string model features of one message: its enrichment and the
+    ids of the rules it hits (``rule:<ID>``), so that rules below the exit
+    confidence still count as evidence."""
+    out = enrichment.features()
+    for j in hits:
+        out.append("rule:" + rules[j].id)
+    return out
 
 
 class Verdict(msgspec.Struct, array_like=True, gc=False):
@@ -133,8 +143,8 @@ class Classifier:
     def _classify(self, msgs: list, enrich: list) -> list:
         rules = self.ruleset.rules
         exit_conf = self.ruleset.exit_confidence
-        fields = [render_fields(m) for m in msgs]
-        hits = [self.ruleset.scan_fields(f) for f in fields]
+        rendered = render_chunk(msgs)
+        hits = self.ruleset.scan_rendered(rendered)
         out = [None] * len(msgs)
         model_idx = []
         for i, h in enumerate(hits):
@@ -152,25 +162,27 @@ class Classifier:
                 model_idx.append(i)
         if model_idx:
             sub = [msgs[i] for i in model_idx]
-            extras = [enrich[i].features() for i in model_idx]
-            margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
-                                                  TOP_FEATURES)
-            scores = self.model.scores(margins)
+            extras = [model_extras(enrich[i], hits[i], rules) for i in model_idx]
             tm = self._threshold_margin
+            margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
+                                                  TOP_FEATURES, tm)
+            scores = self.model.scores(margins).tolist()
+            margins = margins.tolist()
             for k, i in enumerate(model_idx):
                 spam = margins[k] >= tm
                 h = hits[i]
                 reason_ids = [rules[j].id for j in h]
-                reason_ids.extend(tops[k][0] if spam else tops[k][1])
+                reason_ids.extend(tops[k])
                 category = None
                 if spam:
                     if h:
                         category = max((rules[j] for j in h), key=lambda r: r.confidence).category
                     else:
-                        category = self.ruleset.hint_category(fields[i]) or "marketing"
+                        category = self.ruleset.hint_category(fields_of(rendered, i)) \
+                            or "marketing"
                 e = enrich[i]
                 out[i] = Verdict("spam" if spam else "ham", category,
-                                 round(float(scores[k]), 6), "model", None,
+                                 round(scores[k], 6), "model", None,
                                  ",".join(reason_ids), e[0], e[1], e[2], e[3], e[4], e[5])
         return out
 

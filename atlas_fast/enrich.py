@@ -229,6 +229,13 @@ MAX_URL_DOMAINS = 16
 class Enricher:
     """Enrich whole chunks through the cache's domain/geographic/auth namespaces.
 
+    Host, IP and auth-header lookups are pure functions, so each process
+    also memoises their answers in plain dicts in front of the cache (bounded
+    by ``memo_size`` entries per namespace): domains and relays repeat
+    heavily within a mailbox.  URL hosts and the Received chain are read by
+    the C scanner (``_features.url_host`` / ``received_origin``), with the
+    Python readers above as the fallback for IPv6 and non-ASCII clauses.
+
     Parameters
     ----------
     cache : atlas_fast.cache.ClassifierCache
@@ -236,47 +243,59 @@ class Enricher:
         ``set_many(ns, mapping)``.
     """
 
-    def __init__(self, cache):
+    def __init__(self, cache, memo_size: int = 200_000):
         self.cache = cache
+        self.memo_size = memo_size
+        self._memo = {"domain": {}, "geographic": {}, "auth": {}}
 
-    def _resolve(self, ns: str, keys: set, compute) -> dict:
-        if not keys:
-            return {}
-        found = self.cache.get_many(ns, keys)
-        missing = [k for k in keys if k not in found]
+    def _resolve(self, ns: str, keys, compute) -> dict:
+        memo = self._memo[ns]
+        missing = [k for k in keys if k not in memo]
         if missing:
-            new = {k: compute(k) for k in missing}
-            self.cache.set_many(ns, new)
-            found.update(new)
-        return found
+            found = self.cache.get_many(ns, missing)
+            new = {k: compute(k) for k in missing if k not in found}
+            if new:
+                self.cache.set_many(ns, new)
+                found.update(new)
+            if len(memo) + len(found) > self.memo_size:
+                memo.clear()
+            memo.update(found)
+        return memo
 
     def enrich_chunk(self, msgs: list) -> list:
         """One :class:`Enrichment` per message."""
+        from ._features import received_origin
+        from ._features import url_host as c_url_host
+
         hosts = set()
         url_hosts = []
+        ips = []
+        auth_keys = []
         for msg in msgs:
             if msg.from_domain:
                 hosts.add(msg.from_domain)
             seen = []
-            for url in msg.urls or ():
-                host = url_host(url)
-                if host and host not in seen:
-                    seen.append(host)
-                    if len(seen) >= MAX_URL_DOMAINS:
-                        break
-            hosts.update(seen)
+            urls = msg.urls
+            if urls:
+                for url in urls:
+                    host = c_url_host(url)
+                    if host and host not in seen:
+                        seen.append(host)
+                        if len(seen) >= MAX_URL_DOMAINS:
+                            break
+                hosts.update(seen)
             url_hosts.append(seen)
+            received = msg.received
+            ip = received_origin(received) if received else None
+            if ip is False:
+                ip = origin_ip(received)
+            ips.append(ip)
+            if msg.auth_results or msg.received_spf:
+                auth_keys.append((msg.auth_results or "") + "\x00" + (msg.received_spf or ""))
+            else:
+                auth_keys.append(None)
         domains = self._resolve("domain", hosts, registered_domain)
-
-        ips = [origin_ip(msg.received) for msg in msgs]
         countries = self._resolve("geographic", {ip for ip in ips if ip}, country_of)
-
-        auth_keys = [
-            (msg.auth_results or "") + "\x00" + (msg.received_spf or "")
-            if (msg.auth_results or msg.received_spf)
-            else None
-            for msg in msgs
-        ]
         auths = self._resolve(
             "auth",
             {k for k in auth_keys if k},
@@ -294,7 +313,7 @@ class Enricher:
             from_dom = domains.get(msg.from_domain) if msg.from_domain else None
             out.append(
                 Enrichment(
-                    domains.get(msg.from_domain) if msg.from_domain else None,
+                    from_dom,
                     ip,
                     countries.get(ip) if ip else None,
                     spf,

@@ -55,16 +55,23 @@ def read_messages(paths) -> list:
 
 
 def featurize(msgs: list, nbits: int, header_allow=None):
-    """CSR features of messages, with enrichment features, as the classifier makes them."""
+    """CSR features of messages, with enrichment and rule-hit features, as the
+    classifier makes them."""
     from ._features import Featurizer
     from .cache import ClassifierCache
+    from .classify import model_extras
     from .enrich import Enricher
     from .model import HEADER_ALLOW
+    from .rules import RuleSet, load_rules
 
     enricher = Enricher(ClassifierCache(None, enabled=False))
+    ruleset = RuleSet(load_rules())
     extras = []
     for i in range(0, len(msgs), 1000):
-        extras.extend(e.features() for e in enricher.enrich_chunk(msgs[i : i + 1000]))
+        part = msgs[i : i + 1000]
+        hits = ruleset.scan_chunk(part)
+        for e, h in zip(enricher.enrich_chunk(part), hits):
+            extras.append(model_extras(e, h, ruleset.rules))
     allow = HEADER_ALLOW if header_allow is None else header_allow
     return Featurizer(nbits, frozenset(allow)).csr(msgs, extras)
 

@@ -52,6 +52,8 @@ __all__ = [
     "load_rule_file",
     "load_rules",
     "render_fields",
+    "render_chunk",
+    "fields_of",
 ]
 
 CATEGORIES = (
@@ -69,9 +71,10 @@ CATEGORIES = (
 FIELDS = ("subject", "from", "body", "urls", "headers", "attachments")
 ENGINES = ("auto", "hyperscan", "re2")
 DEFAULT_EXIT_CONFIDENCE = 0.9
-# Rules read the first 16 Ki characters of the body text: spam states its
-# business early, and scanning cost stays bounded on huge messages.
-MAX_BODY_CHARS = 16384
+# Rules read the first 8 KiB (UTF-8) of the body text, as the model does:
+# spam states its business early, and scanning cost stays bounded on huge
+# messages.
+MAX_BODY_BYTES = 8192
 
 
 class Rule:
@@ -202,10 +205,29 @@ def render_fields(msg) -> tuple:
     )
     atts = b"".join(_text(f) + b"\t" + _text(c) + b"\n" for f, c in msg.attachments) \
         if msg.attachments else b""
-    text = msg.text
-    if text and len(text) > MAX_BODY_CHARS:
-        text = text[:MAX_BODY_CHARS]
-    return (_text(msg.subject), sender, _text(text), urls, headers, atts)
+    body = _text(msg.text)
+    if len(body) > MAX_BODY_BYTES:
+        cut = MAX_BODY_BYTES
+        while cut > 0 and (body[cut] & 0xC0) == 0x80:  # never split a UTF-8 sequence
+            cut -= 1
+        body = body[:cut]
+    return (_text(msg.subject), sender, body, urls, headers, atts)
+
+
+def render_chunk(msgs: list) -> list:
+    """The rule fields of a whole chunk: six ``(buffer, offsets)`` pairs.
+
+    Message ``i``'s field ``f`` is ``buffer[offsets[i]:offsets[i + 1] - 1]``,
+    byte for byte what :func:`render_fields` returns.
+    """
+    from ._features import render_chunk as _render
+
+    return _render(msgs, MAX_BODY_BYTES)
+
+
+def fields_of(rendered: list, i: int) -> tuple:
+    """Message ``i``'s six fields out of :func:`render_chunk`'s result."""
+    return tuple(buf[int(off[i]) : int(off[i + 1]) - 1] for buf, off in rendered)
 
 
 # ---------------------------------------------------------------------------
@@ -223,30 +245,50 @@ def _hyperscan():
     return hyperscan
 
 
+def _hs_database(exprs, flags, owners, rules, cache):
+    """A compiled block-mode database, memoised in-process and in the cache."""
+    hs = _hyperscan()
+    key = hashlib.sha256(repr((exprs, flags, hs.__version__)).encode()).hexdigest()
+    db = _HS_MEMO.get(key)
+    if db is None and cache is not None:
+        blob = cache.get_many("general", ["hsdb:" + key]).get("hsdb:" + key)
+        if blob:
+            try:
+                db = hs.loadb(blob)
+            except Exception:  # noqa: BLE001 - stale or foreign blob: recompile
+                db = None
+    if db is None:
+        db = hs.Database(mode=hs.HS_MODE_BLOCK)
+        try:
+            db.compile(expressions=exprs, ids=list(range(len(exprs))), flags=flags)
+        except hs.error:
+            _raise_hyperscan_error(exprs, flags, owners, rules)
+        if cache is not None:
+            cache.set_many("general", {"hsdb:" + key: hs.dumpb(db)})
+    _HS_MEMO[key] = db
+    return db
+
+
 class _HyperscanField:
+    """One field's rules: an exact per-message database (first match of each
+    pattern) and a chunk database for a whole chunk's concatenated field.
+
+    The chunk database reports every match end (no SINGLEMATCH) with
+    MULTILINE, so ``^``/``$`` also match at the message separators: every
+    real hit of a message shows up as a match ending inside it, plus,
+    rarely, a match running across a separator.  Messages with a candidate
+    are re-scanned alone with the exact database, so the hits are those of a
+    per-message scan; rules hit few messages, so this costs little.
+    """
+
     def __init__(self, exprs, flags, owners, rules, cache=None):
         hs = _hyperscan()
         self.owners = owners
-        key = hashlib.sha256(repr((exprs, flags, hs.__version__)).encode()).hexdigest()
-        db = _HS_MEMO.get(key)
-        if db is None and cache is not None:
-            blob = cache.get_many("general", ["hsdb:" + key]).get("hsdb:" + key)
-            if blob:
-                try:
-                    db = hs.loadb(blob)
-                except Exception:  # noqa: BLE001 - stale or foreign blob: recompile
-                    db = None
-        if db is None:
-            db = hs.Database(mode=hs.HS_MODE_BLOCK)
-            try:
-                db.compile(expressions=exprs, ids=list(range(len(exprs))), flags=flags)
-            except hs.error:
-                _raise_hyperscan_error(exprs, flags, owners, rules)
-            if cache is not None:
-                cache.set_many("general", {"hsdb:" + key: hs.dumpb(db)})
-        _HS_MEMO[key] = db
-        self.db = db
+        self.db = _hs_database(exprs, flags, owners, rules, cache)
+        chunk_flags = [(f & ~hs.HS_FLAG_SINGLEMATCH) | hs.HS_FLAG_MULTILINE for f in flags]
+        self.chunk_db = _hs_database(exprs, chunk_flags, owners, rules, cache)
         self._hits = None
+        self._ends = None
 
     def _on_match(self, expr_id, start, end, flags, context):
         self._hits.add(self.owners[expr_id])
@@ -254,6 +296,22 @@ class _HyperscanField:
     def scan(self, data: bytes, hits: set) -> None:
         self._hits = hits
         self.db.scan(data, match_event_handler=self._on_match)
+
+    def _on_chunk_match(self, expr_id, start, end, flags, context):
+        self._ends.append(end)
+
+    def candidates(self, buf: bytes, offsets) -> list:
+        """Sorted message numbers with a match ending inside their field."""
+        if not buf:
+            return []
+        self._ends = ends = []
+        self.chunk_db.scan(buf, match_event_handler=self._on_chunk_match)
+        if not ends:
+            return []
+        import numpy as np
+
+        idx = np.searchsorted(offsets, np.asarray(ends, dtype=np.int64), side="right") - 1
+        return sorted(set(idx.tolist()))
 
 
 def _raise_hyperscan_error(exprs, flags, owners, rules):
@@ -347,6 +405,31 @@ class _Engine:
                 db.scan(data, hits)
         return sorted(hits)
 
+    def scan_rendered(self, rendered: list) -> list:
+        """Sorted rule indices per message of a :func:`render_chunk` result."""
+        m = len(rendered[0][1]) - 1
+        out = [[] for _ in range(m)]
+        found: dict = {}
+        for f, db in self.fields:
+            buf, off = rendered[f]
+            if not buf:
+                continue
+            if isinstance(db, _HyperscanField):
+                todo = db.candidates(buf, off)
+            else:
+                todo = range(m)
+            for i in todo:
+                lo, hi = int(off[i]), int(off[i + 1]) - 1
+                if hi > lo:
+                    hits = found.get(i)
+                    if hits is None:
+                        hits = found[i] = set()
+                    db.scan(buf[lo:hi], hits)
+        for i, hits in found.items():
+            if hits:
+                out[i] = sorted(hits)
+        return out
+
 
 class RuleSet:
     """Rules compiled for scanning whole chunks.
@@ -413,8 +496,11 @@ class RuleSet:
 
     def scan_chunk(self, msgs: list) -> list:
         """For each message, the sorted indices of the rules it hits."""
-        scan = self._main.scan
-        return [scan(render_fields(m)) for m in msgs]
+        return self._main.scan_rendered(render_chunk(msgs))
+
+    def scan_rendered(self, rendered: list) -> list:
+        """Like :meth:`scan_chunk`, over an already rendered chunk."""
+        return self._main.scan_rendered(rendered)
 
     def hint_category(self, fields: tuple) -> str | None:
         """Category of the first category hint matching pre-rendered fields."""

@@ -46,3 +46,17 @@ def test_evaluate_report_json():
     assert doc["ham"] == 774 and doc["spam"] == 385
     assert doc["true_negatives"] + doc["false_positives"] == 774
     assert "spam recall" in r.format_table()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="issue 3 bar not reached yet: shipped model gives 2 FP / 93.5 % recall "
+                          "on the SpamAssassin test split", strict=False)
+def test_shipped_model_meets_the_accuracy_bar():
+    from atlas_fast.evaluate import evaluate
+
+    from conftest import corpus_file
+
+    r = evaluate([corpus_file("spamassassin-test-ham.mbox.gz")],
+                 [corpus_file("spamassassin-test-spam.mbox.gz")])
+    print(r.format_table())
+    assert r.false_positives <= 1 and r.spam_recall >= 0.97

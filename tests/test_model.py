@@ -78,8 +78,40 @@ def test_features_names_and_scores():
     w[feature_bucket("w:#n10", 12)] = 1.0
     w[feature_bucket("hdr:x-mozilla-status", 12)] = 100.0  # never extracted
     margins, reasons = f.score([Msg()], [["url_dom:example.biz"]], w, 0.0, 3)
-    assert reasons[0][0][:2] == ("subj:free", "w:#n10")
+    # Reasons are the features pushing towards the side the margin falls on.
+    assert margins[0] > 0 and reasons[0][:2] == ("subj:free", "w:#n10")
     indptr, idx, _ = f.csr([Msg()], [None])
     assert feature_bucket("hdr:x-mailer", 12) in idx
     assert feature_bucket("att_ext:exe", 12) in idx
     assert feature_bucket("mailer:mutt/1.4", 12) in idx
+
+
+def test_url_path_tokens_and_text_cap():
+    class U(Msg):
+        urls = ["http://Example.com/Buy/Cheap-Pills?id=12345678"]
+        text = "a " * 10000 + "zzyzx"
+
+    f = Featurizer(16, frozenset())
+    _, idx, _ = f.csr([U()], [None])
+    for name in ("url_path:buy", "url_path:cheap", "url_path:pills", "url_path:#id"):
+        assert feature_bucket(name, 16) in idx
+    assert feature_bucket("w:zzyzx", 16) not in idx  # beyond the 8 KiB text cap
+
+
+@pytest.mark.slow
+def test_shipped_model_is_reproducible(tmp_path):
+    """Retraining with the repo's command and seed gives the shipped bytes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from atlas_fast.model import default_model_path
+
+    from conftest import CORPUS, corpus_file
+
+    corpus_file("spamassassin-train-ham.mbox.gz")
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "model.bin"
+    subprocess.run([sys.executable, str(repo / "tools" / "train_default_model.py"),
+                    "--corpus", str(CORPUS), "-o", str(out)], check=True, capture_output=True)
+    assert out.read_bytes() == Path(default_model_path()).read_bytes()

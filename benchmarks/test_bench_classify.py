@@ -1,0 +1,63 @@
+"""classify_chunk cost per message over pre-parsed chunks of the train files.
+
+    pytest benchmarks/test_bench_classify.py --benchmark-only
+
+Parsing is done once, outside the timed region; each round classifies every
+chunk (~700 messages, as a pipeline worker does) with the cache off, or with
+a warm cache (every verdict already in the in-process LRU).
+"""
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+
+CORPUS = REPO.parent / "shared" / "corpus"
+TRAIN = [
+    "spamassassin-train-ham.mbox.gz",
+    "spamassassin-train-spam.mbox.gz",
+    "csdmc2010-train-ham.mbox.gz",
+    "csdmc2010-train-spam.mbox.gz",
+]
+CHUNK = 700
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    from atlas_fast.evaluate import read_messages
+
+    paths = [CORPUS / n for n in TRAIN if (CORPUS / n).exists()]
+    if not paths:
+        pytest.skip(f"no train files in {CORPUS}")
+    msgs = read_messages(paths)
+    return [msgs[i : i + CHUNK] for i in range(0, len(msgs), CHUNK)]
+
+
+def _run(benchmark, clf, chunks):
+    n = sum(map(len, chunks))
+
+    def classify_all():
+        for c in chunks:
+            clf.classify_chunk(c)
+
+    benchmark.pedantic(classify_all, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["messages"] = n
+    benchmark.extra_info["us_per_msg"] = round(benchmark.stats.stats.median / n * 1e6, 2)
+
+
+@pytest.mark.benchmark(group="classify")
+def test_classify_cache_off(benchmark, chunks):
+    from atlas_fast.classify import Classifier
+
+    _run(benchmark, Classifier(cache=False), chunks)
+
+
+@pytest.mark.benchmark(group="classify")
+def test_classify_cache_warm(benchmark, chunks, tmp_path):
+    from atlas_fast.classify import Classifier
+
+    clf = Classifier(cache=tmp_path)
+    for c in chunks:  # fill: the warm-up round and every timed round hit the LRU
+        clf.classify_chunk(c)
+    _run(benchmark, clf, chunks)
+    clf.close()

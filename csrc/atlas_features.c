@@ -1,0 +1,361 @@
+/* atlas_features.c: tokenising and feature hashing for the spam model, URL
+ * hosts and the first external IP of a Received chain.
+ *
+ * Everything here runs per message inside one Cython call per chunk, so the
+ * hot loops avoid per-token allocation: the feature buffer is reserved once
+ * per field for its worst case and then filled without checks.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "atlas_features.h"
+#include "common.h"
+
+/* ------------------------------------------------------------------------
+ * Hashing: FNV-1a over (optionally ASCII-folded) bytes, seeded with the
+ * prefix, then murmur3's finaliser to spread FNV's weak low bits.
+ * ------------------------------------------------------------------------ */
+
+uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold) {
+    const uint8_t *p = (const uint8_t *)s;
+    size_t i;
+    if (fold) {
+        for (i = 0; i < n; i++) h = (h ^ atlas_lower(p[i])) * 16777619u;
+    } else {
+        for (i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    }
+    return h;
+}
+
+uint32_t atlas_prefix_seed(const char *prefix) {
+    return atlas_fnv(2166136261u, prefix, strlen(prefix), 0);
+}
+
+uint32_t atlas_fmix32(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+/* ------------------------------------------------------------------------
+ * Feature buffer
+ * ------------------------------------------------------------------------ */
+
+int atlas_feats_reserve(atlas_feats *f, size_t extra) {
+    size_t cap = f->cap ? f->cap : 1024;
+    atlas_feat *grown;
+    if (LIKELY(f->n + extra <= f->cap)) return 0;
+    while (cap < f->n + extra) cap *= 2;
+    grown = (atlas_feat *)realloc(f->items, cap * sizeof(atlas_feat));
+    if (grown == NULL) return -1;
+    f->items = grown;
+    f->cap = cap;
+    return 0;
+}
+
+void atlas_feats_free(atlas_feats *f) {
+    free(f->items);
+    f->items = NULL;
+    f->n = f->cap = 0;
+}
+
+ATLAS_INLINE void put(atlas_feats *f, uint32_t h, const char *prefix, const char *name,
+                      size_t n, int fold, float value) {
+    atlas_feat *x = &f->items[f->n++];
+    x->bucket = atlas_fmix32(h) & f->mask;
+    x->value = value;
+    x->prefix = prefix;
+    x->name = name;
+    x->name_len = (int32_t)n;
+    x->fold = fold;
+}
+
+int atlas_push(atlas_feats *f, const char *prefix, uint32_t seed, const char *name, size_t n,
+               int fold, float value) {
+    if (atlas_feats_reserve(f, 1) < 0) return -1;
+    put(f, atlas_fnv(seed, name, n, fold), prefix, name, n, fold, value);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Tokens
+ *
+ * Runs of ASCII letters/digits and non-ASCII bytes (UTF-8 words stay whole),
+ * with ' . - _ allowed inside a run; '$' and '!' are tokens of their own.
+ * Tokens with a digit and more than four bytes become a shape (#n7) so that
+ * prices, phone numbers and ids generalise; runs over 30 bytes are #long.
+ * ------------------------------------------------------------------------ */
+
+#define MAX_TOKEN_LEN 30
+
+static const char *SHAPES[9] = {"#n5", "#n6", "#n7", "#n8", "#n9",
+                                "#n10", "#n11", "#n12", "#n13+"};
+static const char LONG_TOKEN[] = "#long";
+
+ATLAS_INLINE int is_token_byte(uint8_t c) {
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           c >= 128;
+}
+
+long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
+                  size_t n, size_t max_tokens, size_t *upper, size_t *letters) {
+    const uint8_t *p = (const uint8_t *)s;
+    uint32_t seed = atlas_prefix_seed(prefix);
+    uint32_t seed2 = prefix2 ? atlas_prefix_seed(prefix2) : 0;
+    uint32_t h, prev_h = 0;
+    size_t i = 0, start, end, tlen, count = 0, up = 0, let = 0;
+    long prev_start = -1;
+    int digit;
+    /* Worst case: every byte a token plus a bigram each. */
+    size_t need = 2 * (n < max_tokens ? n : max_tokens) + 2;
+    if (atlas_feats_reserve(f, need) < 0) return -1;
+    while (i < n && count < max_tokens) {
+        uint8_t c = p[i];
+        if (c == '$' || c == '!') {
+            put(f, atlas_fnv(seed, s + i, 1, 0), prefix, s + i, 1, 0, 1.0f);
+            count++;
+            i++;
+            prev_start = -1;
+            continue;
+        }
+        if (!is_token_byte(c)) {
+            i++;
+            continue;
+        }
+        start = i;
+        digit = 0;
+        h = seed;
+        while (i < n) {
+            c = p[i];
+            if (c >= 'A' && c <= 'Z') {
+                up++;
+                let++;
+                h = (h ^ (uint8_t)(c + 32)) * 16777619u;
+                i++;
+            } else if (c >= 'a' && c <= 'z') {
+                let++;
+                h = (h ^ c) * 16777619u;
+                i++;
+            } else if (c >= '0' && c <= '9') {
+                digit = 1;
+                h = (h ^ c) * 16777619u;
+                i++;
+            } else if (c >= 128) {
+                h = (h ^ c) * 16777619u;
+                i++;
+            } else if ((c == '\'' || c == '.' || c == '-' || c == '_') && i + 1 < n &&
+                       is_token_byte(p[i + 1])) {
+                h = (h ^ c) * 16777619u;
+                i++;
+            } else {
+                break;
+            }
+        }
+        end = i;
+        tlen = end - start;
+        if (UNLIKELY(tlen > MAX_TOKEN_LEN)) {
+            put(f, atlas_fnv(seed, LONG_TOKEN, 5, 0), prefix, LONG_TOKEN, 5, 0, 1.0f);
+        } else if (digit && tlen > 4) {
+            const char *shape = SHAPES[tlen < 13 ? tlen - 5 : 8];
+            size_t sl = strlen(shape);
+            put(f, atlas_fnv(seed, shape, sl, 0), prefix, shape, sl, 0, 1.0f);
+        } else {
+            put(f, h, prefix, s + start, tlen, 1, 1.0f);
+            if (prefix2 && prev_start >= 0) {
+                put(f, atlas_fnv(seed2 ^ prev_h, s + start, tlen, 1), prefix2, s + prev_start,
+                    end - (size_t)prev_start, 1, 1.0f);
+                count++;
+            }
+            prev_h = h;
+            prev_start = (long)start;
+        }
+        count++;
+    }
+    *upper += up;
+    *letters += let;
+    return (long)count;
+}
+
+/* ------------------------------------------------------------------------
+ * URLs
+ * ------------------------------------------------------------------------ */
+
+int atlas_url_host(const char *u, size_t n, size_t *start, size_t *end) {
+    const uint8_t *p = (const uint8_t *)u;
+    size_t i = 0, j, s, e;
+    /* strip() of leading/trailing whitespace */
+    while (i < n && atlas_is_space(p[i])) i++;
+    while (n > i && atlas_is_space(p[n - 1])) n--;
+    /* optional scheme: [a-z][a-z0-9+.-]*: */
+    if (i < n && ((p[i] | 32) >= 'a' && (p[i] | 32) <= 'z')) {
+        j = i + 1;
+        while (j < n && (((p[j] | 32) >= 'a' && (p[j] | 32) <= 'z') ||
+                         (p[j] >= '0' && p[j] <= '9') || p[j] == '+' || p[j] == '.' ||
+                         p[j] == '-'))
+            j++;
+        if (j < n && p[j] == ':') i = j + 1;
+    }
+    while (i < n && p[i] == '/') i++;
+    /* optional userinfo: [^@/?#]*@ */
+    j = i;
+    while (j < n && p[j] != '@' && p[j] != '/' && p[j] != '?' && p[j] != '#') j++;
+    if (j < n && p[j] == '@') i = j + 1;
+    s = i;
+    while (i < n && p[i] != '/' && p[i] != '?' && p[i] != '#' && p[i] != ':' && p[i] != '\\') i++;
+    e = i;
+    if (e == s) return 0;
+    while (s < e && p[s] == '.') s++;
+    while (e > s && p[e - 1] == '.') e--;
+    if (e == s) return 0;
+    *start = s;
+    *end = e;
+    return 1;
+}
+
+long atlas_url_path_tokens(atlas_feats *f, const char *prefix, const char *url, size_t n,
+                           size_t max_tokens) {
+    size_t hs, he, i, start, count = 0;
+    const uint8_t *p = (const uint8_t *)url;
+    uint32_t seed = atlas_prefix_seed(prefix);
+    int digit;
+    if (!atlas_url_host(url, n, &hs, &he)) return 0;
+    i = he;
+    if (atlas_feats_reserve(f, max_tokens) < 0) return -1;
+    while (i < n && count < max_tokens) {
+        uint8_t c = p[i];
+        if (!((c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z'))) {
+            i++;
+            continue;
+        }
+        start = i;
+        digit = 0;
+        while (i < n && ((p[i] >= '0' && p[i] <= '9') || ((p[i] | 32) >= 'a' && (p[i] | 32) <= 'z'))) {
+            if (p[i] <= '9') digit = 1;
+            i++;
+        }
+        if (i - start > 20 || (digit && i - start > 3)) {
+            put(f, atlas_fnv(seed, "#id", 3, 0), prefix, "#id", 3, 0, 1.0f);
+        } else {
+            put(f, atlas_fnv(seed, url + start, i - start, 1), prefix, url + start, i - start, 1,
+                1.0f);
+        }
+        count++;
+    }
+    return (long)count;
+}
+
+/* ------------------------------------------------------------------------
+ * Received chain
+ * ------------------------------------------------------------------------ */
+
+/* Python's str.split() / \s whitespace, ASCII part. */
+ATLAS_INLINE int py_space(uint8_t c) {
+    return c == ' ' || (c >= 9 && c <= 13) || (c >= 0x1c && c <= 0x1f);
+}
+
+ATLAS_INLINE int in_net(uint32_t a, uint32_t net, int bits) {
+    uint32_t mask = bits ? 0xffffffffu << (32 - bits) : 0;
+    return (a & mask) == net;
+}
+
+int atlas_ipv4_public(const unsigned char o[4]) {
+    uint32_t a = ((uint32_t)o[0] << 24) | ((uint32_t)o[1] << 16) | ((uint32_t)o[2] << 8) | o[3];
+    /* ipaddress (3.11): is_global = not in 100.64/10 and not is_private;
+     * multicast 224/4 also skipped by enrich._public. */
+    static const struct { uint32_t net; int bits; } blocked[] = {
+        {0x00000000u, 8},  {0x0a000000u, 8},  {0x7f000000u, 8},  {0xa9fe0000u, 16},
+        {0xac100000u, 12}, {0xc0000000u, 29}, {0xc00000aau, 31}, {0xc0000200u, 24},
+        {0xc0a80000u, 16}, {0xc6120000u, 15}, {0xc6336400u, 24}, {0xcb007100u, 24},
+        {0xf0000000u, 4},  {0xffffffffu, 32}, {0x64400000u, 10}, {0xe0000000u, 4},
+    };
+    size_t i;
+    for (i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++)
+        if (in_net(a, blocked[i].net, blocked[i].bits)) return 0;
+    return 1;
+}
+
+/* End of the "from" clause: the first place where whitespace + "by" +
+ * whitespace, or optional whitespace + ';', starts. */
+static size_t clause_end(const uint8_t *p, size_t i, size_t n) {
+    for (; i < n; i++) {
+        if (p[i] == ';') return i;
+        if (py_space(p[i])) {
+            size_t q = i;
+            while (q < n && py_space(p[q])) q++;
+            if (q < n && p[q] == ';') return i;
+            if (q + 2 < n && (p[q] | 32) == 'b' && (p[q + 1] | 32) == 'y' && py_space(p[q + 2]))
+                return i;
+            i = q - 1;
+        }
+    }
+    return n;
+}
+
+int atlas_received_ipv4(const char *v, size_t n, char *out) {
+    const uint8_t *p = (const uint8_t *)v;
+    size_t i = 0, s, e, k;
+    int ipv6 = 0;
+    while (i < n && py_space(p[i])) i++;
+    if (i + 4 >= n || (p[i] | 32) != 'f' || (p[i + 1] | 32) != 'r' || (p[i + 2] | 32) != 'o' ||
+        (p[i + 3] | 32) != 'm' || !py_space(p[i + 4]))
+        goto check_ascii;
+    i += 4;
+    while (i < n && py_space(p[i])) i++;
+    s = i;
+    e = clause_end(p, s, n);
+    for (k = s; k < e; k++)
+        if (p[k] >= 128) return 2;
+    for (k = s; k < e; k++) {
+        unsigned int oct[4];
+        unsigned char o[4];
+        size_t q = k, part, len, w;
+        int ok = 1, lead0 = 0;
+        if (p[k] == '[') {
+            size_t r = k + 1;
+            while (r < e && p[r] != ']') {
+                if (p[r] == ':') ipv6 = 1;
+                r++;
+            }
+        }
+        if (!(p[k] >= '0' && p[k] <= '9')) continue;
+        if (k > s && ((p[k - 1] >= '0' && p[k - 1] <= '9') || p[k - 1] == '.')) continue;
+        for (part = 0; part < 4; part++) {
+            len = 0;
+            oct[part] = 0;
+            while (q < e && p[q] >= '0' && p[q] <= '9') {
+                oct[part] = oct[part] * 10 + (p[q] - '0');
+                q++;
+                len++;
+                if (len > 3) break;
+            }
+            if (len == 0 || len > 3) { ok = 0; break; }
+            if (len > 1 && p[q - len] == '0') lead0 = 1;
+            if (part < 3) {
+                if (q < e && p[q] == '.') q++;
+                else { ok = 0; break; }
+            }
+        }
+        if (ok && q < e && ((p[q] >= '0' && p[q] <= '9') || p[q] == '.')) ok = 0;
+        if (!ok) continue;
+        /* A match: findall resumes after it. */
+        if (oct[0] < 256 && oct[1] < 256 && oct[2] < 256 && oct[3] < 256 && !lead0) {
+            for (w = 0; w < 4; w++) o[w] = (unsigned char)oct[w];
+            if (atlas_ipv4_public(o)) {
+                memcpy(out, v + k, q - k);
+                out[q - k] = 0;
+                return 1;
+            }
+        }
+        k = q - 1;
+    }
+    return ipv6 ? 2 : 0;
+check_ascii:
+    /* Not a "from" clause by ASCII rules; non-ASCII whitespace could still
+     * make it one for Python. */
+    for (k = 0; k < n; k++)
+        if (p[k] >= 128) return 2;
+    return 0;
+}

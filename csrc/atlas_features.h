@@ -1,0 +1,67 @@
+/* Feature hashing, tokenising and Received-chain parsing for the classifier.
+ *
+ * Plain C, no Python API: _features.pyx drives these over whole chunks.
+ */
+#ifndef ATLAS_FEATURES_H
+#define ATLAS_FEATURES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One hashed feature occurrence.  ``name`` points into a buffer that outlives
+ * the message's featurising (a str's cached UTF-8, or a static string), so a
+ * readable name is only built for the few features reported as reasons. */
+typedef struct {
+    uint32_t bucket;
+    float value;
+    const char *prefix;
+    const char *name;
+    int32_t name_len;
+    int32_t fold; /* 1: lower-case ASCII when the name is built */
+} atlas_feat;
+
+typedef struct {
+    atlas_feat *items;
+    size_t n;
+    size_t cap;
+    uint32_t mask;
+} atlas_feats;
+
+int atlas_feats_reserve(atlas_feats *f, size_t extra);
+void atlas_feats_free(atlas_feats *f);
+
+uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold);
+uint32_t atlas_prefix_seed(const char *prefix);
+uint32_t atlas_fmix32(uint32_t h);
+
+/* Push one feature: ``prefix`` + ``name`` hashed (``fold``: ASCII lower-cased). */
+int atlas_push(atlas_feats *f, const char *prefix, uint32_t seed, const char *name, size_t n,
+               int fold, float value);
+
+/* Push the tokens of s[:n] (and bigrams of adjacent word tokens when
+ * ``prefix2`` is not NULL), at most ``max_tokens`` pushes; counts upper-case
+ * and all ASCII letters.  Returns the number pushed, or -1 out of memory. */
+long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
+                  size_t n, size_t max_tokens, size_t *upper, size_t *letters);
+
+/* Tokens of a URL's path and query (after the host), prefix ``url_path:``;
+ * at most ``max_tokens``.  Returns the number pushed, or -1. */
+long atlas_url_path_tokens(atlas_feats *f, const char *prefix, const char *url, size_t n,
+                           size_t max_tokens);
+
+/* The host part of a URL: [start, end) offsets; 0 when there is none.  Same
+ * grammar as enrich.url_host: optional scheme, slashes, userinfo, then up to
+ * '/', '?', '#', ':' or '\\'; dots trimmed at both ends. */
+int atlas_url_host(const char *u, size_t n, size_t *start, size_t *end);
+
+/* 1 when an IPv4 address (4 octets) is globally routable by Python 3.11's
+ * ipaddress rules (is_global and not multicast). */
+int atlas_ipv4_public(const unsigned char oct[4]);
+
+/* First public IPv4 in the "from" clause of one Received value.
+ * Returns 1 and writes the dotted quad (NUL-terminated, <= 15 chars) to
+ * ``out``; 0 when none; 2 when the clause holds an IPv6 literal or non-ASCII
+ * bytes before any public IPv4 (the caller then asks the Python code). */
+int atlas_received_ipv4(const char *v, size_t n, char *out);
+
+#endif /* ATLAS_FEATURES_H */
