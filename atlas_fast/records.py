@@ -50,7 +50,10 @@ class RecordBatch(msgspec.Struct, array_like=True, gc=False):
     ``seq`` numbers chunks in input order; ``start``/``end`` are the byte
     range of the input the chunk covers, so the writer can advance the resume
     point once every chunk before it is committed.  ``metrics`` carries the
-    worker's performance-monitor deltas (operation -> [count, total_ms, max_ms]).
+    worker's performance-monitor delta (see :mod:`atlas_fast.monitor`):
+    ``"category.operation"`` -> every duration measured, in ms, and
+    ``"#counter"`` -> ``[value]``.  A batch with ``seq == -1`` carries only a
+    worker's last metrics, no records.
     """
 
     seq: int

@@ -141,7 +141,7 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
             if data is None:
                 break
             t0 = time.perf_counter()
-            with monitor_operation("write", "decode"):
+            with monitor_operation("decode", "batch"):
                 batch = decode_batch(data)
                 metrics.merge_delta(batch.metrics)
                 if batch.seq < 0:  # a worker's last metrics, no rows
