@@ -10,6 +10,7 @@ is ever stored twice.
 """
 from __future__ import annotations
 
+import gc
 import os
 import queue as queue_module
 import time
@@ -131,7 +132,13 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
                 ("commit", stats.rows_received - len(pending), tracker.done_offset, metrics.drain_delta())
             )
 
+        gc.freeze()  # batches are freed by refcount; see pipeline._pause_gc
+        gc.disable()
+        received = 0
         while True:
+            received += 1
+            if received % 64 == 0:
+                gc.collect(1)
             try:
                 data = in_queue.get(timeout=1.0)
             except queue_module.Empty:
