@@ -40,6 +40,7 @@ cdef class Featurizer:
     cdef atlas_feats fb
     cdef readonly bint url_paths
     cdef readonly Py_ssize_t text_cap
+    cdef readonly bint bigrams
     cdef uint32_t seed_hdr
     cdef uint32_t seed_struct
     cdef dict hdr_memo

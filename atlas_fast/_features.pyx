@@ -153,7 +153,7 @@ cdef class Featurizer:
     """
 
     def __cinit__(self, int nbits=20, header_allow=frozenset(), *, bint url_paths=True,
-                  Py_ssize_t text_cap=MAX_TEXT_BYTES):
+                  Py_ssize_t text_cap=MAX_TEXT_BYTES, bint bigrams=True):
         if nbits < 8 or nbits > 28:
             raise ValueError(f"nbits must be in 8..28, got {nbits}")
         self.nbits = nbits
@@ -161,6 +161,7 @@ cdef class Featurizer:
         self.header_allow = frozenset(header_allow)
         self.url_paths = url_paths
         self.text_cap = text_cap
+        self.bigrams = bigrams
         self.fb.items = NULL
         self.fb.n = 0
         self.fb.cap = 0
@@ -245,7 +246,7 @@ cdef class Featurizer:
             self._push_static("no_from_name")
 
         if text is not None and PyUnicode_Check(text):
-            self._field(P_WORD, P_WORD2, text, self.text_cap, MAX_FIELD_TOKENS, &upper,
+            self._field(P_WORD, P_WORD2 if self.bigrams else NULL, text, self.text_cap, MAX_FIELD_TOKENS, &upper,
                         &letters)
             n = len(<str>text)
         self._push_static(LEN_BUCKETS[bucket_index(n >> 5, 7) if n else 0])
@@ -704,3 +705,107 @@ cpdef list render_chunk(list msgs, Py_ssize_t body_cap):
     finally:
         for f in range(6):
             free(bufs[f].p)
+
+
+# ---------------------------------------------------------------------------
+# Enrichment inputs of a whole chunk (see enrich.Enricher.enrich_chunk)
+# ---------------------------------------------------------------------------
+
+cpdef tuple enrich_inputs(list msgs, Py_ssize_t max_hosts):
+    """Per message: its distinct URL hosts (at most ``max_hosts``), the
+    Received chain's first public IPv4 (``False``: ask the Python reader),
+    and its auth-header key; plus the set of every host (URL hosts and
+    sender domains) of the chunk.
+    """
+    cdef Py_ssize_t m = len(msgs), i, j, n, nu
+    cdef size_t hs, he
+    cdef const char *p
+    cdef ParsedMessage pm
+    cdef list url_hosts = [None] * m
+    cdef list ips = [None] * m
+    cdef list auth_keys = [None] * m
+    cdef set hosts = set()
+    cdef list seen
+    for i in range(m):
+        pm = <ParsedMessage?>msgs[i]
+        if pm.from_domain:
+            hosts.add(pm.from_domain)
+        seen = []
+        urls = pm.urls
+        if urls:
+            nu = len(urls)
+            for j in range(nu):
+                url = urls[j]
+                p = PyUnicode_AsUTF8AndSize(url, &n)
+                if not atlas_url_host(p, n, &hs, &he):
+                    continue
+                host = p[hs:he].decode("utf-8", "replace").lower()
+                if host not in seen:
+                    seen.append(host)
+                    if len(seen) >= max_hosts:
+                        break
+            hosts.update(seen)
+        url_hosts[i] = seen
+        if pm.received:
+            ips[i] = received_origin(pm.received)
+        if pm.auth_results or pm.received_spf:
+            auth_keys[i] = (pm.auth_results or "") + "\x00" + (pm.received_spf or "")
+    return url_hosts, ips, auth_keys, hosts
+
+
+cdef inline bint _many_digits(object s):
+    cdef Py_ssize_t n, k, d = 0
+    cdef const char *p = PyUnicode_AsUTF8AndSize(s, &n)
+    for k in range(n):
+        if p[k] == 64:  # '@'
+            break
+        if 48 <= p[k] <= 57:
+            d += 1
+        elif <unsigned char>p[k] >= 128:  # str.isdigit knows other scripts' digits
+            return sum(c.isdigit() for c in (<str>s).partition("@")[0]) >= 3
+    return d >= 3
+
+
+cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict domains,
+                       dict countries, dict auths, object make):
+    """Assemble ``make(registered_domain, ip, country, spf, dkim, dmarc,
+    url_domains, flags)`` per message from the resolved lookups."""
+    cdef Py_ssize_t m = len(msgs), i
+    cdef ParsedMessage pm
+    cdef list out = [None] * m
+    cdef list url_doms, flags
+    for i in range(m):
+        pm = <ParsedMessage?>msgs[i]
+        url_doms = []
+        for host in url_hosts[i]:
+            dom = domains.get(host) or ("ip-literal" if (<str>host)[len(<str>host) - 1].isdigit() else host)
+            if dom not in url_doms:
+                url_doms.append(dom)
+        akey = auth_keys[i]
+        if akey is not None:
+            spf, dkim, dmarc = auths[akey]
+        else:
+            spf = dkim = dmarc = None
+        from_dom = domains.get(pm.from_domain) if pm.from_domain else None
+        # Sender-consistency flags: cheap, and not tied to one corpus's relays.
+        flags = []
+        if not pm.to_addr:
+            flags.append("flag:no_to")
+        elif pm.to_addr == pm.from_addr:
+            flags.append("flag:to_is_from")
+        if not pm.date:
+            flags.append("flag:no_date")
+        if not pm.message_id:
+            flags.append("flag:no_message_id")
+        if pm.reply_to_addr and pm.from_addr and pm.reply_to_addr != pm.from_addr:
+            rdom = (<str>pm.reply_to_addr).rpartition("@")[2]
+            flags.append("flag:reply_to_other_domain" if from_dom and not rdom.endswith(from_dom)
+                         else "flag:reply_to_differs")
+        if pm.from_addr and PyUnicode_Check(pm.from_addr) and _many_digits(pm.from_addr):
+            flags.append("flag:from_local_digits")
+        if from_dom and url_doms and from_dom not in url_doms:
+            flags.append("flag:urls_elsewhere")
+        ip = ips[i]
+        out[i] = make(from_dom, ip, countries.get(ip) if ip else None, spf, dkim, dmarc,
+                      tuple(url_doms), tuple(flags))
+    return out

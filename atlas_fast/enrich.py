@@ -264,9 +264,27 @@ class Enricher:
 
     def enrich_chunk(self, msgs: list) -> list:
         """One :class:`Enrichment` per message."""
-        from ._features import received_origin
-        from ._features import url_host as c_url_host
+        from ._features import enrich_inputs, enrich_rows
+        from ._parser import ParsedMessage
 
+        if not all(type(m) is ParsedMessage for m in msgs):
+            return self._enrich_chunk_py(msgs)
+        url_hosts, ips, auth_keys, hosts = enrich_inputs(msgs, MAX_URL_DOMAINS)
+        for i, ip in enumerate(ips):
+            if ip is False:  # IPv6 or non-ASCII clause: the Python reader decides
+                ips[i] = origin_ip(msgs[i].received)
+        domains = self._resolve("domain", hosts, registered_domain)
+        countries = self._resolve("geographic", {ip for ip in ips if ip}, country_of)
+        auths = self._resolve(
+            "auth",
+            {k for k in auth_keys if k},
+            lambda k: list(parse_auth(*k.split("\x00", 1))),
+        )
+        return enrich_rows(msgs, url_hosts, ips, auth_keys, domains, countries, auths,
+                           Enrichment)
+
+    def _enrich_chunk_py(self, msgs: list) -> list:
+        """:meth:`enrich_chunk` for ParsedMessage look-alikes (tests, tools)."""
         hosts = set()
         url_hosts = []
         ips = []
@@ -275,21 +293,15 @@ class Enricher:
             if msg.from_domain:
                 hosts.add(msg.from_domain)
             seen = []
-            urls = msg.urls
-            if urls:
-                for url in urls:
-                    host = c_url_host(url)
-                    if host and host not in seen:
-                        seen.append(host)
-                        if len(seen) >= MAX_URL_DOMAINS:
-                            break
-                hosts.update(seen)
+            for url in msg.urls or ():
+                host = url_host(url)
+                if host and host not in seen:
+                    seen.append(host)
+                    if len(seen) >= MAX_URL_DOMAINS:
+                        break
+            hosts.update(seen)
             url_hosts.append(seen)
-            received = msg.received
-            ip = received_origin(received) if received else None
-            if ip is False:
-                ip = origin_ip(received)
-            ips.append(ip)
+            ips.append(origin_ip(msg.received))
             if msg.auth_results or msg.received_spf:
                 auth_keys.append((msg.auth_results or "") + "\x00" + (msg.received_spf or ""))
             else:
@@ -301,7 +313,6 @@ class Enricher:
             {k for k in auth_keys if k},
             lambda k: list(parse_auth(*k.split("\x00", 1))),
         )
-
         out = []
         for msg, seen, ip, akey in zip(msgs, url_hosts, ips, auth_keys):
             url_doms = []
@@ -312,16 +323,8 @@ class Enricher:
             spf, dkim, dmarc = auths[akey] if akey else (None, None, None)
             from_dom = domains.get(msg.from_domain) if msg.from_domain else None
             out.append(
-                Enrichment(
-                    from_dom,
-                    ip,
-                    countries.get(ip) if ip else None,
-                    spf,
-                    dkim,
-                    dmarc,
-                    tuple(url_doms),
-                    _flags(msg, from_dom, url_doms),
-                )
+                Enrichment(from_dom, ip, countries.get(ip) if ip else None, spf, dkim, dmarc,
+                           tuple(url_doms), _flags(msg, from_dom, url_doms))
             )
         return out
 

@@ -40,6 +40,9 @@ class TrainParams(msgspec.Struct, frozen=True):
     # The decision threshold is set on out-of-fold scores so that at most this
     # fraction of training ham would be called spam.
     target_fpr: float = 0.001
+    # Weight of a ham message relative to a balanced class weighting: above 1
+    # the fit works harder on the ham tail, where the threshold sits.
+    ham_weight: float = 1.0
 
 
 def read_messages(paths) -> list:
@@ -99,7 +102,7 @@ def fit_logistic(csr, y, params: TrainParams, seed: int) -> np.ndarray:
     n = len(y)
     pos = max(1.0, float(y.sum()))
     neg = max(1.0, float(n - y.sum()))
-    sw = np.where(y > 0.5, n / (2 * pos), n / (2 * neg)).astype(np.float64)
+    sw = np.where(y > 0.5, n / (2 * pos), params.ham_weight * n / (2 * neg)).astype(np.float64)
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(n) for _ in range(params.epochs)]).astype(np.int64)
     w = np.zeros((1 << params.nbits) + 1, dtype=np.float64)

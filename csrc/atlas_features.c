@@ -95,9 +95,29 @@ static const char *SHAPES[9] = {"#n5", "#n6", "#n7", "#n8", "#n9",
                                 "#n10", "#n11", "#n12", "#n13+"};
 static const char LONG_TOKEN[] = "#long";
 
-ATLAS_INLINE int is_token_byte(uint8_t c) {
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-           c >= 128;
+
+/* Byte classes for the token loop: one table load instead of a chain of
+ * range tests per byte. */
+enum { C_TOK = 1, C_UPPER = 2, C_LETTER = 4, C_DIGIT = 8, C_JOIN = 16, C_SOLO = 32 };
+
+static uint8_t CLS[256];
+static uint8_t LOWER[256];
+static int tables_ready = 0;
+
+static void init_tables(void) {
+    int c;
+    for (c = 0; c < 256; c++) {
+        uint8_t k = 0;
+        if (c >= 'A' && c <= 'Z') k = C_TOK | C_UPPER | C_LETTER;
+        else if (c >= 'a' && c <= 'z') k = C_TOK | C_LETTER;
+        else if (c >= '0' && c <= '9') k = C_TOK | C_DIGIT;
+        else if (c >= 128) k = C_TOK;
+        else if (c == '\'' || c == '.' || c == '-' || c == '_') k = C_JOIN;
+        else if (c == '$' || c == '!') k = C_SOLO;
+        CLS[c] = k;
+        LOWER[c] = atlas_lower((uint8_t)c);
+    }
+    tables_ready = 1;
 }
 
 long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
@@ -108,57 +128,45 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
     uint32_t h, prev_h = 0;
     size_t i = 0, start, end, tlen, count = 0, up = 0, let = 0;
     long prev_start = -1;
-    int digit;
+    unsigned kinds;
     /* Worst case: every byte a token plus a bigram each. */
     size_t need = 2 * (n < max_tokens ? n : max_tokens) + 2;
+    if (UNLIKELY(!tables_ready)) init_tables();
     if (atlas_feats_reserve(f, need) < 0) return -1;
     while (i < n && count < max_tokens) {
         uint8_t c = p[i];
-        if (c == '$' || c == '!') {
+        uint8_t k = CLS[c];
+        if (UNLIKELY(k & C_SOLO)) {
             put(f, atlas_fnv(seed, s + i, 1, 0), prefix, s + i, 1, 0, 1.0f);
             count++;
             i++;
             prev_start = -1;
             continue;
         }
-        if (!is_token_byte(c)) {
+        if (!(k & C_TOK)) {
             i++;
             continue;
         }
         start = i;
-        digit = 0;
+        kinds = 0;
         h = seed;
-        while (i < n) {
+        for (;;) {
+            h = (h ^ LOWER[c]) * 16777619u;
+            kinds |= k;
+            up += (k >> 1) & 1;
+            let += (k >> 2) & 1;
+            if (++i >= n) break;
             c = p[i];
-            if (c >= 'A' && c <= 'Z') {
-                up++;
-                let++;
-                h = (h ^ (uint8_t)(c + 32)) * 16777619u;
-                i++;
-            } else if (c >= 'a' && c <= 'z') {
-                let++;
-                h = (h ^ c) * 16777619u;
-                i++;
-            } else if (c >= '0' && c <= '9') {
-                digit = 1;
-                h = (h ^ c) * 16777619u;
-                i++;
-            } else if (c >= 128) {
-                h = (h ^ c) * 16777619u;
-                i++;
-            } else if ((c == '\'' || c == '.' || c == '-' || c == '_') && i + 1 < n &&
-                       is_token_byte(p[i + 1])) {
-                h = (h ^ c) * 16777619u;
-                i++;
-            } else {
-                break;
-            }
+            k = CLS[c];
+            if (k & C_TOK) continue;
+            if ((k & C_JOIN) && i + 1 < n && (CLS[p[i + 1]] & C_TOK)) continue;
+            break;
         }
         end = i;
         tlen = end - start;
         if (UNLIKELY(tlen > MAX_TOKEN_LEN)) {
             put(f, atlas_fnv(seed, LONG_TOKEN, 5, 0), prefix, LONG_TOKEN, 5, 0, 1.0f);
-        } else if (digit && tlen > 4) {
+        } else if ((kinds & C_DIGIT) && tlen > 4) {
             const char *shape = SHAPES[tlen < 13 ? tlen - 5 : 8];
             size_t sl = strlen(shape);
             put(f, atlas_fnv(seed, shape, sl, 0), prefix, shape, sl, 0, 1.0f);

@@ -99,3 +99,18 @@ def test_c_ipv4_public_matches_ipaddress(seed):
         a = ipaddress.ip_address(ip)
         want = ip if a.is_global and not a.is_multicast else None
         assert received_origin([f"from h (h [{ip}]) by mx"]) == want, ip
+
+
+def test_compiled_enrich_chunk_matches_python_path():
+    from atlas_fast.cache import ClassifierCache
+    from atlas_fast.enrich import Enricher
+    from atlas_fast.evaluate import read_messages
+
+    from conftest import MANIFEST_COUNTS, corpus_file
+
+    msgs = read_messages([corpus_file(n) for n in MANIFEST_COUNTS])
+    fast = Enricher(ClassifierCache(None, enabled=False))
+    slow = Enricher(ClassifierCache(None, enabled=False))
+    for i in range(0, len(msgs), 700):
+        chunk = msgs[i : i + 700]
+        assert fast.enrich_chunk(chunk) == slow._enrich_chunk_py(chunk)
