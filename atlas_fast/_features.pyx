@@ -766,18 +766,61 @@ cdef inline bint _many_digits(object s):
     return d >= 3
 
 
+cdef inline bint _contains_lower(object hay, const char *needle, Py_ssize_t m):
+    # ASCII case-insensitive substring test of a str's UTF-8 (``needle`` is
+    # lower case).
+    cdef Py_ssize_t n, i, j
+    cdef const char *p = PyUnicode_AsUTF8AndSize(hay, &n)
+    cdef unsigned char c
+    if m == 0:
+        return True
+    for i in range(n - m + 1):
+        for j in range(m):
+            c = <unsigned char>p[i + j]
+            if 65 <= c <= 90:
+                c += 32
+            if c != <unsigned char>needle[j]:
+                break
+        else:
+            return True
+    return False
+
+
+cdef list _ndom_names = ["url_ndom:0", "url_ndom:1", "url_ndom:2", "url_ndom:4", "url_ndom:8",
+                         "url_ndom:8+"]
+
+
+cdef inline str _ndom(Py_ssize_t n):
+    return _ndom_names[0 if n == 0 else 1 if n == 1 else 2 if n == 2 else 3 if n <= 4
+                       else 4 if n <= 8 else 5]
+
+
 cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict domains,
-                       dict countries, dict auths, object make):
+                       dict countries, dict auths, object make, object origin_flags):
     """Assemble ``make(registered_domain, ip, country, spf, dkim, dmarc,
-    url_domains, flags)`` per message from the resolved lookups."""
-    cdef Py_ssize_t m = len(msgs), i
+    url_domains, flags)`` per message from the resolved lookups.
+
+    ``flags`` are the sender-consistency and structure features, cheap and
+    not tied to one corpus's relays: missing To/Date/Message-ID, Reply-To
+    elsewhere, digits in the sender's local part and its word tokens
+    (``from_local:news``), whether the sender's registered domain shows up
+    in the Received chain and in the Message-ID, URL host shapes (IP
+    literals, deep subdomains, top-level domains) and the number of
+    distinct URL hosts; then ``origin_flags(received, ip)``.
+    """
+    cdef Py_ssize_t m = len(msgs), i, k, n, t, ntok
     cdef ParsedMessage pm
     cdef list out = [None] * m
-    cdef list url_doms, flags
+    cdef list url_doms, flags, hosts
+    cdef const char *fdp
+    cdef const char *lp
+    cdef Py_ssize_t fdn
+    cdef set url_flags
     for i in range(m):
         pm = <ParsedMessage?>msgs[i]
         url_doms = []
-        for host in url_hosts[i]:
+        hosts = url_hosts[i]
+        for host in hosts:
             dom = domains.get(host) or ("ip-literal" if (<str>host)[len(<str>host) - 1].isdigit() else host)
             if dom not in url_doms:
                 url_doms.append(dom)
@@ -787,7 +830,6 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
         else:
             spf = dkim = dmarc = None
         from_dom = domains.get(pm.from_domain) if pm.from_domain else None
-        # Sender-consistency flags: cheap, and not tied to one corpus's relays.
         flags = []
         if not pm.to_addr:
             flags.append("flag:no_to")
@@ -801,11 +843,51 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
             rdom = (<str>pm.reply_to_addr).rpartition("@")[2]
             flags.append("flag:reply_to_other_domain" if from_dom and not rdom.endswith(from_dom)
                          else "flag:reply_to_differs")
-        if pm.from_addr and PyUnicode_Check(pm.from_addr) and _many_digits(pm.from_addr):
-            flags.append("flag:from_local_digits")
+        if pm.from_addr and PyUnicode_Check(pm.from_addr):
+            if _many_digits(pm.from_addr):
+                flags.append("flag:from_local_digits")
+            # Word tokens of the sender's local part: "news", "newsletter", "info".
+            lp = PyUnicode_AsUTF8AndSize(pm.from_addr, &n)
+            k = 0
+            ntok = 0
+            while k < n and lp[k] != 64 and ntok < 4:
+                if 97 <= <unsigned char>(lp[k] | 32) <= 122:
+                    t = k
+                    while k < n and 97 <= <unsigned char>(lp[k] | 32) <= 122:
+                        k += 1
+                    if k - t > 1:
+                        flags.append("from_local:" + lp[t:k].decode("ascii").lower())
+                    ntok += 1
+                else:
+                    k += 1
         if from_dom and url_doms and from_dom not in url_doms:
             flags.append("flag:urls_elsewhere")
+        if from_dom:
+            fdp = PyUnicode_AsUTF8AndSize(from_dom, &fdn)
+            seen = False
+            for r in pm.received:
+                if r and _contains_lower(r, fdp, fdn):
+                    seen = True
+                    break
+            flags.append("rcv:from_dom_seen" if seen else "rcv:from_dom_absent")
+            mid = pm.message_id
+            mdom = (<str>mid).lower().strip("<>").partition("@")[2] if mid else ""
+            flags.append("mid:from_dom" if mdom and (mdom == from_dom
+                                                     or mdom.endswith("." + from_dom))
+                         else "mid:other_dom")
+        url_flags = set()
+        for host in hosts:
+            if (<str>host)[len(<str>host) - 1].isdigit():
+                url_flags.add("url:ip_host")
+            else:
+                if (<str>host).count(".") >= 3:
+                    url_flags.add("url:deep_host")
+                url_flags.add("url_tld:" + (<str>host).rpartition(".")[2])
+        if url_flags:
+            flags.extend(sorted(url_flags))
+        flags.append(_ndom(len(hosts)))
         ip = ips[i]
+        flags.extend(origin_flags(pm.received, ip))
         out[i] = make(from_dom, ip, countries.get(ip) if ip else None, spf, dkim, dmarc,
                       tuple(url_doms), tuple(flags))
     return out

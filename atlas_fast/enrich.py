@@ -20,6 +20,7 @@ __all__ = [
     "parse_auth",
     "country_of",
     "url_host",
+    "origin_flags",
 ]
 
 # ---------------------------------------------------------------------------
@@ -109,6 +110,35 @@ def origin_ip(received: list | None) -> str | None:
             if _public(cand):
                 return str(ipaddress.ip_address(cand))
     return None
+
+
+_ORIGIN_CLAUSE_END = re.compile(r"\s+by\s+|;", re.I)
+_BRACKETED = re.compile(r"\[[^\]]*\]")
+_DYNAMIC_NAME = re.compile(
+    r"(?:dsl|dyn|dial|pool|ppp|cable|dhcp|client|host"
+    r"|\d{1,3}[-.x]\d{1,3}[-.x]\d{1,3}[-.x]\d{1,3}[^\]])",
+    re.I,
+)
+_RDNS_NAME = re.compile(r"\(\s*[a-z0-9-]+\.[a-z0-9.-]+", re.I)
+
+
+def origin_flags(received: list | None, ip: str | None) -> tuple:
+    """How the first external hop names itself, as SpamAssassin's RDNS/HELO
+    tests read it: ``rcv:origin_dynamic`` (an access-network name such as
+    ``adsl-1-2-3-4.pool.example``), ``rcv:origin_no_rdns`` (no reverse name,
+    or ``unknown``), ``rcv:no_origin`` when the chain has no external IP."""
+    if not ip:
+        return ("rcv:no_origin",)
+    for value in received or ():
+        if value and ip in value:
+            clause = _ORIGIN_CLAUSE_END.split(" ".join(value.split()), 1)[0]
+            out = []
+            if _DYNAMIC_NAME.search(_BRACKETED.sub(" ", clause)):
+                out.append("rcv:origin_dynamic")
+            if "unknown" in clause.lower() or not _RDNS_NAME.search(clause):
+                out.append("rcv:origin_no_rdns")
+            return tuple(out)
+    return ()
 
 
 # ---------------------------------------------------------------------------
@@ -281,7 +311,7 @@ class Enricher:
             lambda k: list(parse_auth(*k.split("\x00", 1))),
         )
         return enrich_rows(msgs, url_hosts, ips, auth_keys, domains, countries, auths,
-                           Enrichment)
+                           Enrichment, origin_flags)
 
     def _enrich_chunk_py(self, msgs: list) -> list:
         """:meth:`enrich_chunk` for ParsedMessage look-alikes (tests, tools)."""
@@ -324,13 +354,19 @@ class Enricher:
             from_dom = domains.get(msg.from_domain) if msg.from_domain else None
             out.append(
                 Enrichment(from_dom, ip, countries.get(ip) if ip else None, spf, dkim, dmarc,
-                           tuple(url_doms), _flags(msg, from_dom, url_doms))
+                           tuple(url_doms),
+                           _flags(msg, from_dom, url_doms, seen) + origin_flags(msg.received, ip))
             )
         return out
 
 
-def _flags(msg, from_dom, url_doms) -> tuple:
-    """Sender-consistency features: cheap, and not tied to one corpus's relays."""
+_LOCAL_WORD = re.compile(r"[a-z]+", re.I)
+_NDOM = ("url_ndom:0", "url_ndom:1", "url_ndom:2", "url_ndom:4", "url_ndom:8", "url_ndom:8+")
+
+
+def _flags(msg, from_dom, url_doms, hosts=()) -> tuple:
+    """Sender-consistency and structure features (the Python twin of
+    ``_features.enrich_rows``): cheap, and not tied to one corpus's relays."""
     flags = []
     if not msg.to_addr:
         flags.append("flag:no_to")
@@ -348,6 +384,29 @@ def _flags(msg, from_dom, url_doms) -> tuple:
         local = msg.from_addr.partition("@")[0]
         if sum(c.isdigit() for c in local) >= 3:
             flags.append("flag:from_local_digits")
+        for word in _LOCAL_WORD.findall(local)[:4]:
+            if len(word) > 1:
+                flags.append("from_local:" + word.lower())
     if from_dom and url_doms and from_dom not in url_doms:
         flags.append("flag:urls_elsewhere")
+    if from_dom:
+        fd = from_dom.encode()
+        seen = any(r and fd in r.encode("utf-8", "surrogatepass").lower()
+                   for r in msg.received or ())
+        flags.append("rcv:from_dom_seen" if seen else "rcv:from_dom_absent")
+        mdom = (msg.message_id or "").lower().strip("<>").partition("@")[2]
+        flags.append("mid:from_dom" if mdom and (mdom == from_dom or mdom.endswith("." + from_dom))
+                     else "mid:other_dom")
+    url_flags = set()
+    for host in hosts:
+        if host[-1].isdigit():
+            url_flags.add("url:ip_host")
+        else:
+            if host.count(".") >= 3:
+                url_flags.add("url:deep_host")
+            url_flags.add("url_tld:" + host.rpartition(".")[2])
+    flags.extend(sorted(url_flags))
+    n = len(hosts)
+    flags.append(_NDOM[0 if n == 0 else 1 if n == 1 else 2 if n == 2 else 3 if n <= 4
+                       else 4 if n <= 8 else 5])
     return tuple(flags)

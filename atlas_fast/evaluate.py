@@ -33,7 +33,7 @@ class TrainParams(msgspec.Struct, frozen=True):
     """Hyper-parameters of :func:`train_model` (chosen by cross-validation on train data)."""
 
     nbits: int = 20
-    epochs: int = 12
+    epochs: int = 20
     lr: float = 0.2
     l2: float = 1e-5
     folds: int = 5

@@ -16,7 +16,8 @@
  * prefix, then murmur3's finaliser to spread FNV's weak low bits.
  * ------------------------------------------------------------------------ */
 
-uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold) {
+/* Inlined in the hot loops below; the exported functions wrap them. */
+ATLAS_INLINE uint32_t fnv(uint32_t h, const char *s, size_t n, int fold) {
     const uint8_t *p = (const uint8_t *)s;
     size_t i;
     if (fold) {
@@ -27,11 +28,7 @@ uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold) {
     return h;
 }
 
-uint32_t atlas_prefix_seed(const char *prefix) {
-    return atlas_fnv(2166136261u, prefix, strlen(prefix), 0);
-}
-
-uint32_t atlas_fmix32(uint32_t h) {
+ATLAS_INLINE uint32_t fmix32(uint32_t h) {
     h ^= h >> 16;
     h *= 0x85ebca6bu;
     h ^= h >> 13;
@@ -39,6 +36,14 @@ uint32_t atlas_fmix32(uint32_t h) {
     h ^= h >> 16;
     return h;
 }
+
+uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold) { return fnv(h, s, n, fold); }
+
+uint32_t atlas_prefix_seed(const char *prefix) {
+    return fnv(2166136261u, prefix, strlen(prefix), 0);
+}
+
+uint32_t atlas_fmix32(uint32_t h) { return fmix32(h); }
 
 /* ------------------------------------------------------------------------
  * Feature buffer
@@ -65,7 +70,7 @@ void atlas_feats_free(atlas_feats *f) {
 ATLAS_INLINE void put(atlas_feats *f, uint32_t h, const char *prefix, const char *name,
                       size_t n, int fold, float value) {
     atlas_feat *x = &f->items[f->n++];
-    x->bucket = atlas_fmix32(h) & f->mask;
+    x->bucket = fmix32(h) & f->mask;
     x->value = value;
     x->prefix = prefix;
     x->name = name;
@@ -76,7 +81,7 @@ ATLAS_INLINE void put(atlas_feats *f, uint32_t h, const char *prefix, const char
 int atlas_push(atlas_feats *f, const char *prefix, uint32_t seed, const char *name, size_t n,
                int fold, float value) {
     if (atlas_feats_reserve(f, 1) < 0) return -1;
-    put(f, atlas_fnv(seed, name, n, fold), prefix, name, n, fold, value);
+    put(f, fnv(seed, name, n, fold), prefix, name, n, fold, value);
     return 0;
 }
 
@@ -137,7 +142,7 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
         uint8_t c = p[i];
         uint8_t k = CLS[c];
         if (UNLIKELY(k & C_SOLO)) {
-            put(f, atlas_fnv(seed, s + i, 1, 0), prefix, s + i, 1, 0, 1.0f);
+            put(f, fnv(seed, s + i, 1, 0), prefix, s + i, 1, 0, 1.0f);
             count++;
             i++;
             prev_start = -1;
@@ -165,15 +170,15 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
         end = i;
         tlen = end - start;
         if (UNLIKELY(tlen > MAX_TOKEN_LEN)) {
-            put(f, atlas_fnv(seed, LONG_TOKEN, 5, 0), prefix, LONG_TOKEN, 5, 0, 1.0f);
+            put(f, fnv(seed, LONG_TOKEN, 5, 0), prefix, LONG_TOKEN, 5, 0, 1.0f);
         } else if ((kinds & C_DIGIT) && tlen > 4) {
             const char *shape = SHAPES[tlen < 13 ? tlen - 5 : 8];
             size_t sl = strlen(shape);
-            put(f, atlas_fnv(seed, shape, sl, 0), prefix, shape, sl, 0, 1.0f);
+            put(f, fnv(seed, shape, sl, 0), prefix, shape, sl, 0, 1.0f);
         } else {
             put(f, h, prefix, s + start, tlen, 1, 1.0f);
             if (prefix2 && prev_start >= 0) {
-                put(f, atlas_fnv(seed2 ^ prev_h, s + start, tlen, 1), prefix2, s + prev_start,
+                put(f, fnv(seed2 ^ prev_h, s + start, tlen, 1), prefix2, s + prev_start,
                     end - (size_t)prev_start, 1, 1.0f);
                 count++;
             }
@@ -245,9 +250,9 @@ long atlas_url_path_tokens(atlas_feats *f, const char *prefix, const char *url, 
             i++;
         }
         if (i - start > 20 || (digit && i - start > 3)) {
-            put(f, atlas_fnv(seed, "#id", 3, 0), prefix, "#id", 3, 0, 1.0f);
+            put(f, fnv(seed, "#id", 3, 0), prefix, "#id", 3, 0, 1.0f);
         } else {
-            put(f, atlas_fnv(seed, url + start, i - start, 1), prefix, url + start, i - start, 1,
+            put(f, fnv(seed, url + start, i - start, 1), prefix, url + start, i - start, 1,
                 1.0f);
         }
         count++;
