@@ -31,6 +31,7 @@ cdef extern from "atlas_features.h" nogil:
     int atlas_url_host(const char *u, size_t n, size_t *start, size_t *end)
     int atlas_ipv4_public(const unsigned char oct[4])
     int atlas_received_ipv4(const char *v, size_t n, char *out)
+    int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns)
 
 
 cdef class Featurizer:

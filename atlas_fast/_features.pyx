@@ -461,8 +461,9 @@ cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=0):
     """128-bit digests (as 32 hex digits) of everything a verdict depends on.
 
     Covers sender, display name, subject, body text, URLs, attachments, the
-    header fields rules read, header names, structure flags and
-    ``contexts[i]`` (a str the caller builds from enrichment results), mixed
+    header fields rules read, header names, the Received chain, Message-ID,
+    Date and authentication headers (everything enrichment reads), structure
+    flags and, when given, ``contexts[i]`` (a str the caller builds), mixed
     with ``seed`` (the model and rule-set identity).
     """
     cdef Py_ssize_t i, m = len(msgs)
@@ -475,10 +476,11 @@ cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=0):
         b = seed ^ 0x13198A2E03707344
         for value in (msg.from_addr, msg.from_name, msg.subject, msg.text, msg.to_addr,
                       msg.reply_to_addr, msg.return_path, msg.x_mailer, msg.content_type,
-                      contexts[i]):
+                      msg.from_domain, msg.message_id, msg.date, msg.auth_results,
+                      msg.received_spf, contexts[i] if contexts is not None else None):
             a = mix_obj(a, value, MA)
             b = mix_obj(b, value, MB)
-        for seq in (msg.urls, msg.header_names):
+        for seq in (msg.urls, msg.header_names, msg.received):
             if seq:
                 for value in seq:
                     a = mix_obj(a, value, MA)
@@ -492,7 +494,7 @@ cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=0):
                 b = mix_obj(b, value[0], MB)
                 b = mix_obj(b, value[1], MB)
         a = (a ^ (<uint64_t>(1 if msg.html_only else 0) | (<uint64_t>(1 if msg.has_html else 0) << 1)
-                  | (<uint64_t>msg.n_urls << 2))) * MA
+                  | (<uint64_t>msg.n_urls << 2) | (<uint64_t>msg.n_parts << 40))) * MA
         a ^= a >> 31
         b ^= b >> 31
         out[i] = "%016x%016x" % (a, b)
@@ -795,6 +797,28 @@ cdef inline str _ndom(Py_ssize_t n):
                        else 4 if n <= 8 else 5]
 
 
+cdef int _origin_flags(list flags, list received, object ip, object fallback) except -1:
+    # enrich.origin_flags, in C for ASCII headers.
+    cdef Py_ssize_t n
+    cdef const char *p
+    cdef int dynamic = 0, no_rdns = 0
+    if not ip:
+        flags.append("rcv:no_origin")
+        return 0
+    for value in received:
+        if value and ip in value:
+            p = PyUnicode_AsUTF8AndSize(value, &n)
+            if atlas_origin_naming(p, n, &dynamic, &no_rdns) != 0:
+                flags.extend(fallback(received, ip))
+                return 0
+            if dynamic:
+                flags.append("rcv:origin_dynamic")
+            if no_rdns:
+                flags.append("rcv:origin_no_rdns")
+            return 0
+    return 0
+
+
 cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict domains,
                        dict countries, dict auths, object make, object origin_flags):
     """Assemble ``make(registered_domain, ip, country, spf, dkim, dmarc,
@@ -887,7 +911,7 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
             flags.extend(sorted(url_flags))
         flags.append(_ndom(len(hosts)))
         ip = ips[i]
-        flags.extend(origin_flags(pm.received, ip))
+        _origin_flags(flags, pm.received, ip, origin_flags)
         out[i] = make(from_dom, ip, countries.get(ip) if ip else None, spf, dkim, dmarc,
                       tuple(url_doms), tuple(flags))
     return out

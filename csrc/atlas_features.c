@@ -372,3 +372,98 @@ check_ascii:
         if (p[k] >= 128) return 2;
     return 0;
 }
+
+/* ------------------------------------------------------------------------
+ * How the origin hop names itself (enrich.origin_flags in C)
+ * ------------------------------------------------------------------------ */
+
+ATLAS_INLINE int has_ci(const uint8_t *p, size_t n, const char *lit) {
+    size_t m = strlen(lit), i, j;
+    if (m > n) return 0;
+    for (i = 0; i + m <= n; i++) {
+        for (j = 0; j < m; j++)
+            if (atlas_lower(p[i + j]) != (uint8_t)lit[j]) break;
+        if (j == m) return 1;
+    }
+    return 0;
+}
+
+ATLAS_INLINE int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+ATLAS_INLINE int is_sep(uint8_t c) { return c == '-' || c == '.' || c == 'x' || c == 'X'; }
+ATLAS_INLINE int is_label(uint8_t c) {
+    return is_digit(c) || ((c | 32) >= 'a' && (c | 32) <= 'z') || c == '-';
+}
+
+/* \d{1,3}[-.x]\d{1,3}[-.x]\d{1,3}[-.x]\d{1,3}[^\]] at some position of q[:n]. */
+static int dotted_quad_name(const uint8_t *q, size_t n) {
+    size_t i, k, g, len;
+    for (i = 0; i < n; i++) {
+        if (!is_digit(q[i])) continue;
+        k = i;
+        for (g = 0; g < 3; g++) {
+            len = 0;
+            while (k < n && is_digit(q[k])) k++, len++;
+            if (len < 1 || len > 3 || k >= n || !is_sep(q[k])) break;
+            k++;
+        }
+        if (g < 3) continue;
+        len = 0;
+        while (k + len < n && is_digit(q[k + len])) len++;
+        if (len >= 2) return 1;
+        if (len == 1 && k + 1 < n && q[k + 1] != ']') return 1;
+    }
+    return 0;
+}
+
+int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns) {
+    static const char *DYN[] = {"dsl", "dyn", "dial", "pool", "ppp", "cable", "dhcp", "client",
+                                "host"};
+    const uint8_t *p = (const uint8_t *)v;
+    uint8_t names[1024];
+    size_t i, e, k, nn = 0, w;
+    int rdns = 0;
+    for (i = 0; i < n; i++)
+        if (p[i] >= 128) return 2;
+    while (n > 0 && py_space(p[n - 1])) n--;
+    i = 0;
+    while (i < n && py_space(p[i])) i++;
+    /* The clause runs to the first ';' or whitespace + "by" + whitespace. */
+    for (e = i; e < n; e++) {
+        if (p[e] == ';') break;
+        if (py_space(p[e])) {
+            k = e;
+            while (k < n && py_space(p[k])) k++;
+            if (k + 2 < n && (p[k] | 32) == 'b' && (p[k + 1] | 32) == 'y' && py_space(p[k + 2]))
+                break;
+            e = k - 1;
+        }
+    }
+    if (e - i > sizeof(names)) return 2;
+    /* Host names only: bracketed literals ([1.2.3.4]) become a space. */
+    for (k = i; k < e; k++) {
+        if (p[k] == '[') {
+            size_t r = k + 1;
+            while (r < e && p[r] != ']') r++;
+            if (r < e) {
+                names[nn++] = ' ';
+                k = r;
+                continue;
+            }
+        }
+        names[nn++] = p[k];
+    }
+    *dynamic = 0;
+    for (w = 0; w < sizeof(DYN) / sizeof(DYN[0]); w++)
+        if (has_ci(names, nn, DYN[w])) { *dynamic = 1; break; }
+    if (!*dynamic) *dynamic = dotted_quad_name(names, nn);
+    /* A reverse name: "(" [ws] label-chars "." [a-z0-9.-] */
+    for (k = i; k < e && !rdns; k++) {
+        size_t q = k + 1, len = 0;
+        if (p[k] != '(') continue;
+        while (q < e && py_space(p[q])) q++;
+        while (q < e && is_label(p[q])) q++, len++;
+        if (len && q + 1 < e && p[q] == '.' && (is_label(p[q + 1]) || p[q + 1] == '.')) rdns = 1;
+    }
+    *no_rdns = !rdns || has_ci(p + i, e - i, "unknown");
+    return 0;
+}

@@ -64,4 +64,11 @@ int atlas_ipv4_public(const unsigned char oct[4]);
  * bytes before any public IPv4 (the caller then asks the Python code). */
 int atlas_received_ipv4(const char *v, size_t n, char *out);
 
+/* How the Received header naming the origin hop names it: ``dynamic`` when
+ * a host name looks like an access network (dsl, dyn, pool, ... or a dotted
+ * quad spelt into the name), ``no_rdns`` when there is no "(name.domain"
+ * or it says "unknown".  Returns 0, or 2 for non-ASCII bytes or a clause
+ * over 1 KiB (the caller then asks the Python code). */
+int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns);
+
 #endif /* ATLAS_FEATURES_H */
