@@ -323,3 +323,18 @@ def test_parse_chunk_rejects_bad_ranges():
         parse_chunk(b"abc", array("q", [0]), array("q", [10]))
     with pytest.raises(ValueError, match="starts has 1 entries"):
         parse_chunk(b"abc", array("q", [0]), array("q", [1, 2]))
+
+
+def test_header_names_are_interned_but_any_name_is_kept():
+    from atlas_fast._parser import parse_message
+
+    a = parse_message(b"From: a@b.c\nSubject: x\nX-Custom-Header: 1\n\nbody\n")
+    b = parse_message(b"FROM: a@b.c\nsubject: y\nx-custom-header: 2\n\nbody\n")
+    assert a.header_names == b.header_names == ["from", "subject", "x-custom-header"]
+    assert all(x is y for x, y in zip(a.header_names, b.header_names))
+    # More distinct names than the intern table holds: each still comes back.
+    many = b"".join(b"X-N%d: v\n" % i for i in range(20000))
+    m = parse_message(b"From: a@b.c\n" + many + b"\nbody\n")
+    assert m.header_names[1:] == ["x-n%d" % i for i in range(20000)]
+    long_name = b"X-" + b"L" * 200
+    assert parse_message(long_name + b": v\n\nb\n").header_names == [long_name.decode().lower()]
