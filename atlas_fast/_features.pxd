@@ -42,11 +42,12 @@ cdef class Featurizer:
     cdef readonly bint url_paths
     cdef readonly Py_ssize_t text_cap
     cdef readonly bint bigrams
+    cdef readonly float extra_value
     cdef uint32_t seed_hdr
     cdef uint32_t seed_struct
     cdef dict hdr_memo
 
-    cdef int _push_str(self, const char *prefix, str text) except -1
+    cdef int _push_str(self, const char *prefix, str text, float value=*) except -1
     cdef int _push_static(self, const char *name) except -1
     cdef int _field(self, const char *prefix, const char *prefix2, object value,
                     Py_ssize_t cap, Py_ssize_t max_tokens, size_t *upper,

@@ -14,9 +14,11 @@ class Featurizer:
     nbits: int
     url_paths: bool
     text_cap: int
+    bigrams: bool
+    extra_value: float
     def __init__(
         self, nbits: int = ..., header_allow: frozenset[str] = ..., *, url_paths: bool = ...,
-        text_cap: int = ...,
+        text_cap: int = ..., bigrams: bool = ..., extra_value: float = ...,
     ) -> None: ...
     def csr(
         self, msgs: list, extras: list[list[str] | None] | None
