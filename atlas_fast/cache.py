@@ -109,6 +109,9 @@ class ClassifierCache:
         self._lru = {ns: _LRU(lru_size) for ns in self.ttls}
         self._counts = {ns: [0, 0, 0] for ns in self.ttls}  # lru hits, disk hits, misses
         self._written = 0
+        # Disk keys the latest batch read found no row for (not even an
+        # expired one): writing them right after needs no DELETE first.
+        self._absent: set = set()
 
     # -- disk ---------------------------------------------------------------
 
@@ -122,6 +125,7 @@ class ClassifierCache:
 
     def _disk_get_many(self, disk, keys: list, now: float) -> dict:
         found = {}
+        present = set()
         try:
             for i in range(0, len(keys), _SQL_BATCH):
                 part = keys[i : i + _SQL_BATCH]
@@ -131,6 +135,7 @@ class ClassifierCache:
                     part,
                 ).fetchall()
                 for key, value, mode, expire in rows:
+                    present.add(key)
                     if expire is not None and expire < now:
                         continue
                     if mode == 1 and isinstance(value, bytes):  # diskcache MODE_RAW
@@ -139,7 +144,9 @@ class ClassifierCache:
                         got = disk.get(key)
                         if isinstance(got, bytes):
                             found[key] = got
+            self._absent = set(keys) - present
         except Exception:  # noqa: BLE001 - a schema we do not know: per-key API
+            self._absent = set()
             for key in keys:
                 got = disk.get(key)
                 if isinstance(got, bytes):
@@ -151,7 +158,8 @@ class ClassifierCache:
         # (inline raw bytes), so its triggers keep count and size right.
         try:
             with disk.transact():
-                keys = [k for k, _ in items]
+                absent = self._absent
+                keys = [k for k, _ in items if k not in absent]
                 for i in range(0, len(keys), _SQL_BATCH):
                     part = keys[i : i + _SQL_BATCH]
                     disk._sql(
@@ -169,6 +177,7 @@ class ClassifierCache:
             with disk.transact():
                 for key, value in items:
                     disk.set(key, value, expire=ttl)
+        self._absent = set()
         self._written += len(items)
         if self._written >= _CULL_EVERY:
             self._written = 0

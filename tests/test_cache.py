@@ -52,3 +52,19 @@ def test_unknown_namespace_rejected():
 def test_ttls_match_the_design():
     assert TTLS["classification"] == 7200 and TTLS["domain"] == 86400
     assert TTLS["geographic"] == 7 * 86400 and TTLS["auth"] == 3600
+
+
+def test_write_after_read_replaces_expired_rows(tmp_path):
+    """A key read as absent is inserted without a DELETE; an expired row the
+    read saw is still replaced, so the table keeps one row per key."""
+    c = ClassifierCache(tmp_path, ttls={"auth": 0.01})
+    assert c.get_many("auth", ["fresh"]) == {}
+    c.set_many("auth", {"fresh": [1]})
+    time.sleep(0.05)
+    c.clear_memory()
+    assert c.get_many("auth", ["fresh", "other"]) == {}  # expired row seen
+    c.set_many("auth", {"fresh": [2], "other": [3]})
+    c.clear_memory()
+    disk = c._cache()
+    assert sorted(disk.iterkeys()) == ["auth:fresh", "auth:other"]
+    assert len(c._cache()) == 2
