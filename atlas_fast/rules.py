@@ -245,18 +245,71 @@ def _hyperscan():
     return hyperscan
 
 
+def _compiled_dir() -> str | None:
+    """Where compiled Hyperscan databases persist, like ``__pycache__``.
+
+    Compiling the built-in rules takes seconds; a run must not pay that
+    every time, whether or not the classification cache is on.  The files
+    are keyed by patterns, flags, Hyperscan version and CPU, so a stale one
+    is never loaded.  ``ATLAS_RULES_CACHE_DIR`` overrides the place; an empty
+    value keeps compiled databases in memory only.
+    """
+    where = os.environ.get("ATLAS_RULES_CACHE_DIR")
+    if where is not None:
+        return where or None
+    from .cache import default_cache_dir
+
+    return os.path.join(default_cache_dir(), "compiled-rules")
+
+
+def _deserialize(hs, blob: bytes):
+    """A loaded database, with the scratch space a scan needs (loadb
+    leaves it unset), or None when the blob is stale, foreign or damaged."""
+    try:
+        db = hs.loadb(blob, hs.HS_MODE_BLOCK)
+        db.scratch = hs.Scratch(db)
+        return db
+    except Exception:  # noqa: BLE001 - recompile instead
+        return None
+
+
+def _load_compiled(hs, path: str):
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    return _deserialize(hs, blob)
+
+
+def _save_compiled(hs, db, path: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(hs.dumpb(db))
+        os.replace(tmp, path)  # atomic: concurrent runs never see half a file
+    except OSError:
+        pass  # read-only home: compile again next time
+
+
 def _hs_database(exprs, flags, owners, rules, cache):
-    """A compiled block-mode database, memoised in-process and in the cache."""
+    """A compiled block-mode database, memoised in-process and on disk."""
     hs = _hyperscan()
-    key = hashlib.sha256(repr((exprs, flags, hs.__version__)).encode()).hexdigest()
+    import platform
+
+    key = hashlib.sha256(
+        repr((exprs, flags, hs.__version__, platform.machine(), _cpu_flags())).encode()
+    ).hexdigest()
     db = _HS_MEMO.get(key)
+    where = _compiled_dir()
+    path = os.path.join(where, f"{key}.hsdb") if where else None
+    if db is None and path is not None:
+        db = _load_compiled(hs, path)
     if db is None and cache is not None:
         blob = cache.get_many("general", ["hsdb:" + key]).get("hsdb:" + key)
         if blob:
-            try:
-                db = hs.loadb(blob)
-            except Exception:  # noqa: BLE001 - stale or foreign blob: recompile
-                db = None
+            db = _deserialize(hs, blob)
     if db is None:
         db = hs.Database(mode=hs.HS_MODE_BLOCK)
         try:
@@ -265,8 +318,23 @@ def _hs_database(exprs, flags, owners, rules, cache):
             _raise_hyperscan_error(exprs, flags, owners, rules)
         if cache is not None:
             cache.set_many("general", {"hsdb:" + key: hs.dumpb(db)})
+        if path is not None:
+            _save_compiled(hs, db, path)
     _HS_MEMO[key] = db
     return db
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags: a database compiled for one CPU model may
+    use instructions another lacks."""
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"flags"):
+                    return hashlib.sha1(line).hexdigest()
+    except OSError:
+        pass
+    return ""
 
 
 class _HyperscanField:
