@@ -437,6 +437,7 @@ def process_mbox(
     KeyboardInterrupt
         After Ctrl-C, once what was read is committed.
     """
+    t_start = time.perf_counter()  # elapsed_s covers start-up too
     source_path = _check_path(path, "path")
     db_path = _check_path(db, "db")
     if progress is not None and progress is not True and progress is not False and not callable(progress):
@@ -489,6 +490,7 @@ def process_mbox(
 
     run = _Run(settings, db_path, source, run_id, start_offset, splitter, classifier_args, progress)
     run.rebuild_indexes = bulk_load
+    run.t_start = t_start
     return run.execute()
 
 
@@ -519,13 +521,14 @@ class _Run:
         self.done_offset = start_offset
         self.writer_stats: dict = {}
         self.rebuild_indexes = False
+        self.t_start = time.perf_counter()
         self.metrics = PerformanceMetrics.get_instance()
         self.sampler: ResourceSampler | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
     def execute(self) -> RunSummary:
-        t_start = time.perf_counter()
+        t_start = self.t_start
         status, error = "done", None
         ctx = mp.get_context("fork")
         _remove_stale_segments()
