@@ -140,12 +140,12 @@ _NO_VERDICT = _NoVerdict()
 
 
 def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk,
-                 classifier_args, parent_pid):
+                 classifier, parent_pid):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier_args, parent_pid)
+        _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, parent_pid)
     except BaseException as exc:
         # Bad mail never gets here (it becomes an error row); this is a bug
         # or a resource failure, and the parent must fail the run loudly.
@@ -153,8 +153,7 @@ def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_ju
         raise SystemExit(1)
 
 
-def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier_args, parent_pid):
-    classifier = _make_classifier(classifier_args)
+def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, parent_pid):
     metrics = PerformanceMetrics.get_instance()
     cache_counts: dict = {}
     buffers = [s.buf for s in slots]
@@ -214,12 +213,11 @@ def _pause_gc() -> int:
 
     A chunk makes thousands of container objects (lists of URLs, headers,
     records) that refcounting frees; the allocation-count trigger still ran
-    full passes over them, 20 % of parse time when profiled.  What is alive
-    now (model, rules) is frozen out of every pass; a young-generation
-    collection runs every few chunks for whatever cycle may form.
+    full passes over them, 20 % of parse time when profiled.  What was alive
+    at fork (model, rules) was frozen by the parent (see
+    ``_Run._start_children``); a young-generation collection runs every few
+    chunks for whatever cycle may form.
     """
-    gc.collect()
-    gc.freeze()
     gc.disable()
     return 0
 
@@ -262,10 +260,6 @@ def _scrub(records: list) -> None:
                 setattr(rec, name, value.encode("utf-8", "replace").decode("utf-8"))
 
 
-def _make_classifier(args):
-    from .classify import Classifier
-
-    return Classifier(**args)
 
 
 # ---------------------------------------------------------------------------
@@ -447,7 +441,7 @@ def process_mbox(
     rules = [_check_path(r, "rules") for r in rules]
     model_path = None if model is None else _check_path(model, "model")
     settings = resolve_settings(workers, batch_size, cache, memory_limit_mb)
-    classifier_args = _classifier_args(model_path, rules, settings)
+    classifier = _build_classifier(model_path, rules, settings)
     source = os.path.abspath(source_path)
     if progress is True:
         from .cli import ProgressBar
@@ -488,33 +482,54 @@ def process_mbox(
         raise
     conn.close()
 
-    run = _Run(settings, db_path, source, run_id, start_offset, splitter, classifier_args, progress)
+    run = _Run(settings, db_path, source, run_id, start_offset, splitter, classifier, progress)
     run.rebuild_indexes = bulk_load
     run.t_start = t_start
     return run.execute()
 
 
-def _classifier_args(model_path, rules, settings):
-    """Arguments for each worker's Classifier, checked here first so that a
-    bad model or rule file is the caller's error, not a worker's crash."""
+def _build_classifier(model_path, rules, settings):
+    """The run's Classifier, built once in the parent.
+
+    A bad model or rule file is then the caller's exception, not a worker's
+    crash, and the workers share the loaded model and compiled rules through
+    fork instead of each building them again.  Building it opens nothing
+    that must not cross a fork: the verdict cache opens its database on
+    first use, in each worker.
+    """
     from .classify import Classifier
 
-    args = {"model": model_path, "rules": tuple(rules), "cache": settings.cache}
-    # Validates the model and the rules; workers build their own instance
-    # after fork (the cache's SQLite connections must not cross a fork).
-    Classifier(**dict(args, cache=False)).close()
-    return args
+    classifier = Classifier(model=model_path, rules=tuple(rules), cache=settings.cache)
+    # Load what the classifier loads lazily on its first message (Public
+    # Suffix List, country database, ...) here, once, so the workers share
+    # it instead of each paying ~0.3 s for it; a throw-away instance without
+    # a cache keeps the user's cache untouched.
+    warm = Classifier(model=model_path, rules=tuple(rules), cache=False)
+    warm.classify_chunk([parse_message(_WARM_UP_MESSAGE)])
+    warm.close()
+    return classifier
+
+
+_WARM_UP_MESSAGE = (
+    b"Received: from mail.example.com (mail.example.com [192.0.2.1])\n"
+    b"\tby mx.example.org; Mon, 3 Mar 2025 09:14:52 +0000\n"
+    b"Authentication-Results: mx.example.org; spf=pass; dkim=pass; dmarc=pass\n"
+    b"From: Warm Up <warm.up@example.com>\nTo: someone@example.org\n"
+    b"Subject: warm-up\nDate: Mon, 3 Mar 2025 09:14:52 +0000\n"
+    b"Message-ID: <warm-up@example.com>\nContent-Type: text/html\n\n"
+    b"<p>Hello, see <a href=\"https://www.example.co.uk/a\">this</a></p>\n"
+)
 
 
 class _Run:
-    def __init__(self, settings, db, source, run_id, start_offset, splitter, classifier_args, progress):
+    def __init__(self, settings, db, source, run_id, start_offset, splitter, classifier, progress):
         self.settings = settings
         self.db = db
         self.source = source
         self.run_id = run_id
         self.start_offset = start_offset
         self.splitter = splitter
-        self.classifier_args = classifier_args
+        self.classifier = classifier
         self.progress = progress
         self.children: list[mp.Process] = []
         self.committed = 0
@@ -557,6 +572,7 @@ class _Run:
                 signal.signal(signal.SIGTERM, old_term)
             if self.sampler is not None:
                 self.sampler.stop()
+            self.classifier.close()
             self.splitter.close()
             if ring is not None:
                 ring.close()
@@ -586,6 +602,10 @@ class _Run:
         # Children must not see SIGINT before they have set it to ignored:
         # block it across fork, the child unblocks after installing SIG_IGN.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        # Children inherit what is alive now (model, rules) frozen out of
+        # every GC pass: no collection walks or copies those pages.
+        gc.collect()
+        gc.freeze()
         try:
             self.writer = ctx.Process(
                 target=_writer_entry,
@@ -601,13 +621,14 @@ class _Run:
                 p = ctx.Process(
                     target=_worker_main,
                     args=(ring.slots, self.task_queue, self.free_queue, self.out_queue,
-                          self.ack_queue, self.splitter.leading_junk, self.classifier_args, parent),
+                          self.ack_queue, self.splitter.leading_junk, self.classifier, parent),
                     name=f"atlas-worker-{i}",
                     daemon=True,
                 )
                 p.start()
                 self.workers.append(p)
         finally:
+            gc.unfreeze()
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.children = [self.writer, *self.workers]
         for i in range(len(ring.slots)):

@@ -294,7 +294,13 @@ def _save_compiled(hs, db, path: str) -> None:
 
 
 def _hs_database(exprs, flags, owners, rules, cache):
-    """A compiled block-mode database, memoised in-process and on disk."""
+    """A compiled block-mode database, memoised in-process and on disk.
+
+    ``cache`` (the classifier's verdict cache) is not used: compiled
+    databases live in their own files (:func:`_compiled_dir`), so building
+    a Classifier never opens the verdict cache's database, and a Classifier
+    built before ``fork`` can be shared by the worker processes.
+    """
     hs = _hyperscan()
     import platform
 
@@ -306,18 +312,12 @@ def _hs_database(exprs, flags, owners, rules, cache):
     path = os.path.join(where, f"{key}.hsdb") if where else None
     if db is None and path is not None:
         db = _load_compiled(hs, path)
-    if db is None and cache is not None:
-        blob = cache.get_many("general", ["hsdb:" + key]).get("hsdb:" + key)
-        if blob:
-            db = _deserialize(hs, blob)
     if db is None:
         db = hs.Database(mode=hs.HS_MODE_BLOCK)
         try:
             db.compile(expressions=exprs, ids=list(range(len(exprs))), flags=flags)
         except hs.error:
             _raise_hyperscan_error(exprs, flags, owners, rules)
-        if cache is not None:
-            cache.set_many("general", {"hsdb:" + key: hs.dumpb(db)})
         if path is not None:
             _save_compiled(hs, db, path)
     _HS_MEMO[key] = db
