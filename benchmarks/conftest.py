@@ -46,24 +46,32 @@ def mbox_slice(src: Path, n: int) -> Path:
 
 
 class PeakRSS:
-    """Samples the summed RSS of this process and all its descendants."""
+    """Samples this process and all its descendants: the peak of the summed
+    RSS (which counts a page shared by several processes once in each: the
+    shared-memory slots, and what workers inherit from the parent by fork)
+    and the peak of the summed PSS (each shared page split between its
+    sharers: the memory the run really occupies)."""
 
-    def __init__(self, interval: float = 0.05):
+    def __init__(self, interval: float = 0.1):
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
+            rss = pss = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
-                    total += p.memory_info().rss
+                    info = p.memory_full_info()
                 except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
+                    continue
+                rss += info.rss
+                pss += getattr(info, "pss", info.rss)
+            self.peak = max(self.peak, rss)
+            self.peak_pss = max(self.peak_pss, pss)
             time.sleep(self.interval)
 
     def __enter__(self):
