@@ -36,7 +36,7 @@ from .errors import AtlasError, InputError
 from .migrations import connect, drop_indexes, ensure_indexes
 from .monitor import PerformanceMetrics, ResourceSampler, monitor_operation, store_run_metrics
 from .records import MessageRecord, RecordBatch, encode_batch
-from .splitter import Chunk, MboxSplitter, Oversized
+from .splitter import MboxSplitter, Oversized
 from .writer import run_writer, utc_now
 
 __all__ = ["process_mbox", "RunSummary"]
@@ -124,7 +124,7 @@ def _records(parsed: list, verdicts, starts: array, ends: array, base: int) -> l
                 MessageRecord(offset, length, error=f"parser failure: {type(msg).__name__}")
             )
             continue
-        v = verdicts[i] if verdicts is not None else _NO_VERDICT
+        v = verdicts[i]
         records.append(MessageRecord(
             offset, length, msg.message_id, msg.from_addr, msg.from_domain, msg.subject,
             msg.date, v.label, v.category, v.score, v.decided_by, v.rule_id, v.reasons,
@@ -132,14 +132,6 @@ def _records(parsed: list, verdicts, starts: array, ends: array, base: int) -> l
             v.origin_country, v.spf, v.dkim, v.dmarc, msg.error,
         ))
     return records
-
-
-class _NoVerdict:
-    label = category = score = decided_by = rule_id = reasons = None
-    registered_domain = origin_ip = origin_country = spf = dkim = dmarc = None
-
-
-_NO_VERDICT = _NoVerdict()
 
 
 def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk,
@@ -370,7 +362,7 @@ def _check_path(value, name: str) -> str:
     return text
 
 
-def _begin_run(db: str, source: str, settings: Settings):
+def _begin_run(db: str, source: str):
     """Opens (and migrates) the database and reads the resume point."""
     conn = connect(db)
     try:
@@ -453,7 +445,7 @@ def process_mbox(
     elif progress is False:
         progress = None
 
-    conn, row = _begin_run(db_path, source, settings)
+    conn, row = _begin_run(db_path, source)
     try:
         fingerprint, start_offset = (row if row else (None, 0))
         splitter = MboxSplitter(source_path, start_offset, fingerprint)

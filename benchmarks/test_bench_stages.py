@@ -16,7 +16,7 @@ import pytest
 from atlas_fast._parser import parse_chunk
 from atlas_fast._sqlwriter import BulkConnection
 from atlas_fast.migrations import MIGRATIONS, drop_indexes
-from atlas_fast.records import ROW_COLUMNS, MessageRecord
+from atlas_fast.records import MessageRecord
 from atlas_fast.splitter import MboxSplitter, Oversized
 from atlas_fast.writer import INSERT_SQL
 from conftest import mbox_slice, record_rate

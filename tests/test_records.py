@@ -17,8 +17,6 @@ def test_batch_round_trips():
 
 
 def test_columns_match_the_schema():
-    import sqlite3
-
     from atlas_fast.migrations import connect
 
     conn = connect(":memory:")

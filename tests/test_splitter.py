@@ -9,9 +9,9 @@ import pytest
 
 from atlas_fast import InputError, NotAnMboxError
 from atlas_fast._splitter import find_first_start, scan_starts
-from atlas_fast.splitter import Chunk, MboxSplitter, Oversized, split_mbox
+from atlas_fast.splitter import Chunk, MboxSplitter, split_mbox
 
-from conftest import CORPUS, MANIFEST_COUNTS, corpus_file, mbox_bytes, simple_message
+from conftest import MANIFEST_COUNTS, corpus_file, mbox_bytes, simple_message
 
 
 @pytest.mark.parametrize(
