@@ -94,6 +94,11 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
         conn.exec("PRAGMA journal_mode = WAL")
         conn.exec("PRAGMA synchronous = NORMAL")
         conn.exec("PRAGMA cache_size = -32768")
+        # Checkpoint every ~40 MB of WAL rather than every 4 MB: each
+        # checkpoint fsyncs, and at 500-row commits the default made the
+        # writer wait on the disk (36k -> 55k rows/s wall, measured alone).
+        conn.exec("PRAGMA wal_autocheckpoint = 10000")
+        conn.exec("PRAGMA temp_store = MEMORY")  # the end-of-run index sorts
         tracker = _ResumeTracker(start_offset)
         pending: list[tuple] = []
         # (seq, end offset, index in `pending` just past the chunk's last row)
@@ -164,6 +169,10 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
         if rebuild_indexes:
             with monitor_operation("write", "index"):
                 ensure_indexes(conn)
+        try:
+            conn.exec("PRAGMA wal_checkpoint(TRUNCATE)")  # leave a small WAL behind
+        except RuntimeError:
+            pass  # a reader holds it open: SQLite checkpoints later
         conn.close()
         ack_queue.put(("done", stats.as_dict(), metrics.drain_delta()))
     except BaseException as exc:  # report, then let the parent decide
