@@ -30,6 +30,9 @@ cdef class ParsedMessage:
     cdef public int n_headers
     cdef public long long header_bytes
     cdef public object error           # str | None: short reason, e.g. "mime depth limit"
+    # Added fields (appended: the ones above keep their meaning).
+    cdef public object date_raw        # str | None, the Date header as written (unfolded)
+    cdef public object received_date   # str | None, ISO UTC time of the newest Received hop
 
 cpdef list parse_chunk(const unsigned char[::1] buf, const long long[::1] starts, const long long[::1] ends)
 cpdef ParsedMessage parse_message(const unsigned char[::1] raw)

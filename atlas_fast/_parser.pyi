@@ -36,6 +36,8 @@ class ParsedMessage:
     n_headers: int
     header_bytes: int
     error: str | None
+    date_raw: str | None
+    received_date: str | None
 
 def parse_chunk(buf: Buffer, starts: Buffer, ends: Buffer) -> list[ParsedMessage]: ...
 def parse_message(raw: Buffer) -> ParsedMessage: ...

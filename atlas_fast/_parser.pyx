@@ -416,6 +416,13 @@ cdef int fill_headers(Scratch *sc, ParsedMessage pm) except -1:
             names.append(PyUnicode_DecodeLatin1(<const char *>h.name, h.name_len, NULL).lower())
         if h.field == ATLAS_F_RECEIVED:
             unfold(sc, h)
+            if not received:
+                # The newest hop's time stamp: what follows its last ';'.
+                j = <Py_ssize_t>sc.unf.n
+                while j > 0 and sc.unf.p[j - 1] != 59:
+                    j -= 1
+                if j > 0 and atlas_parse_date(sc.unf.p + j, sc.unf.n - <size_t>j, date):
+                    pm.received_date = PyUnicode_DecodeLatin1(date, 20, NULL)
             received.append(header_text(sc.unf.p, sc.unf.n))
         elif h.field == ATLAS_F_AUTH_RESULTS:
             unfold(sc, h)
@@ -432,8 +439,11 @@ cdef int fill_headers(Scratch *sc, ParsedMessage pm) except -1:
         unfold(sc, &hs.items[ix])
         pm.subject = decode_words(sc, sc.unf.p, sc.unf.n)
     ix = hs.first[ATLAS_F_DATE]
-    if ix >= 0 and atlas_parse_date(hs.items[ix].val, hs.items[ix].val_len, date):
-        pm.date = PyUnicode_DecodeLatin1(date, 20, NULL)
+    if ix >= 0:
+        if atlas_parse_date(hs.items[ix].val, hs.items[ix].val_len, date):
+            pm.date = PyUnicode_DecodeLatin1(date, 20, NULL)
+        unfold(sc, &hs.items[ix])
+        pm.date_raw = header_text(sc.unf.p, sc.unf.n).strip()
     pm.message_id = field_text(sc, hs, ATLAS_F_MESSAGE_ID, True)
     pm.from_addr = address_field(sc, hs, ATLAS_F_FROM, True, pm)
     if pm.from_addr is not None:

@@ -409,4 +409,64 @@ def _flags(msg, from_dom, url_doms, hosts=()) -> tuple:
     n = len(hosts)
     flags.append(_NDOM[0 if n == 0 else 1 if n == 1 else 2 if n == 2 else 3 if n <= 4
                        else 4 if n <= 8 else 5])
+    flags.extend(_date_flags(msg))
+    flags.extend(_name_flags(msg))
     return tuple(flags)
+
+
+_SKEW = ("date_skew:fut>1h", "date_skew:<1h", "date_skew:<1d", "date_skew:<7d", "date_skew:>7d")
+_NAME_WORD = re.compile(r"[a-z]{3,}")
+
+
+def _iso_seconds(iso: str):
+    import datetime
+
+    try:
+        if len(iso) != 20 or not iso.endswith("Z"):
+            return None
+        return datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def _date_flags(msg) -> list:
+    """The Date header's shape, whether it parses, and its distance from the
+    newest Received hop's time (the twin of ``_features._date_flags``)."""
+    out = []
+    raw = getattr(msg, "date_raw", None)
+    if raw is not None:
+        if msg.date is None:
+            out.append("date:bad")
+        shape = []
+        for ch in raw:
+            c = "9" if "0" <= ch <= "9" else "a" if ch.isascii() and ch.isalpha() or ord(ch) >= 128 else ch
+            if c in "9a" and shape and shape[-1] == c:
+                continue
+            shape.append(c)
+            if len(shape) >= 30:
+                break
+        out.append("date_shape:" + "".join(shape))
+    rdate = getattr(msg, "received_date", None)
+    if msg.date is not None and rdate is not None:
+        a, b = _iso_seconds(msg.date), _iso_seconds(rdate)
+        if a is not None and b is not None:
+            hours = (b - a) / 3600.0
+            out.append(_SKEW[0 if hours < -1 else 1 if hours < 1 else 2 if hours < 24
+                             else 3 if hours < 168 else 4])
+    return out
+
+
+def _name_flags(msg) -> list:
+    """The display name against the address (twin of ``_features._name_flags``)."""
+    name = msg.from_name
+    if not name:
+        return []
+    nm = name.lower()
+    addr = msg.from_addr or ""
+    if "@" in nm:
+        return ["name:is_addr" if nm.strip("'\" ") == addr else "name:has_at"]
+    words = _NAME_WORD.findall(nm)
+    if words and not any(w in addr for w in words):
+        return ["name:mismatch"]
+    return []
