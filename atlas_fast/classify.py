@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 
 import msgspec
-import numpy as np
 
 from .cache import ClassifierCache, default_cache_dir
 from .enrich import Enricher
 from .model import load_model
+from .monitor import PerformanceMetrics, monitor_operation
+from .monitor import is_enabled as monitor_enabled
 from .rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, fields_of, load_rules, render_chunk
 
 __all__ = ["Verdict", "Classifier", "TOP_FEATURES", "model_extras"]
@@ -120,16 +122,21 @@ class Classifier:
         finally:
             gc.enable()
 
+    def _enrich(self, msgs: list) -> list:
+        with monitor_operation("enrich", "chunk"):
+            return self.enricher.enrich_chunk(msgs)
+
     def _classify_chunk(self, parsed: list) -> list:
         if not self.cache.enabled:
-            return self._classify(parsed, self.enricher.enrich_chunk(parsed))
+            return self._classify(parsed, self._enrich(parsed))
         from ._features import chunk_digests
 
         # The key covers every message field that rules, model and enrichment
         # read, and a cached verdict carries its enrichment columns, so a hit
         # needs neither enrichment nor classification.
-        keys = chunk_digests(parsed, None, self._seed)
-        cached = self.cache.get_many("classification", keys)
+        with monitor_operation("cache", "lookup"):
+            keys = chunk_digests(parsed, None, self._seed)
+            cached = self.cache.get_many("classification", keys)
         out = [None] * len(parsed)
         todo = []
         for i, key in enumerate(keys):
@@ -140,21 +147,25 @@ class Classifier:
                 todo.append(i)
         if todo:
             msgs = [parsed[i] for i in todo] if len(todo) < len(parsed) else parsed
-            fresh = self._classify(msgs, self.enricher.enrich_chunk(msgs))
+            fresh = self._classify(msgs, self._enrich(msgs))
             new = {}
-            for i, v in zip(todo, fresh):
-                out[i] = v
-                new[keys[i]] = (v.label, v.category, v.score, v.rule_id, v.reasons,
-                                v.registered_domain, v.origin_ip, v.origin_country, v.spf,
-                                v.dkim, v.dmarc)
-            self.cache.set_many("classification", new)
+            with monitor_operation("cache", "store"):
+                for i, v in zip(todo, fresh):
+                    out[i] = v
+                    new[keys[i]] = (v.label, v.category, v.score, v.rule_id, v.reasons,
+                                    v.registered_domain, v.origin_ip, v.origin_country, v.spf,
+                                    v.dkim, v.dmarc)
+                self.cache.set_many("classification", new)
         return out
 
     def _classify(self, msgs: list, enrich: list) -> list:
         rules = self.ruleset.rules
         exit_conf = self.ruleset.exit_confidence
-        rendered = render_chunk(msgs)
-        hits = self.ruleset.scan_rendered(rendered)
+        with monitor_operation("rules", "scan"):
+            rendered = render_chunk(msgs)
+            hits = self.ruleset.scan_rendered(rendered)
+        # Deciding and building verdicts, around the model call: one sample.
+        glue_start = time.perf_counter()
         out = [None] * len(msgs)
         model_idx = []
         for i, h in enumerate(hits):
@@ -171,13 +182,16 @@ class Classifier:
             else:
                 model_idx.append(i)
         if model_idx:
-            sub = [msgs[i] for i in model_idx]
-            extras = [model_extras(enrich[i], hits[i], rules) for i in model_idx]
-            tm = self._threshold_margin
-            margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
-                                                  TOP_FEATURES, tm)
-            scores = self.model.scores(margins).tolist()
-            margins = margins.tolist()
+            glue = time.perf_counter() - glue_start
+            with monitor_operation("model", "score"):
+                sub = [msgs[i] for i in model_idx]
+                extras = [model_extras(enrich[i], hits[i], rules) for i in model_idx]
+                tm = self._threshold_margin
+                margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
+                                                      TOP_FEATURES, tm)
+                scores = self.model.scores(margins).tolist()
+                margins = margins.tolist()
+            glue_start = time.perf_counter() - glue
             for k, i in enumerate(model_idx):
                 spam = margins[k] >= tm
                 h = hits[i]
@@ -194,6 +208,9 @@ class Classifier:
                 out[i] = Verdict("spam" if spam else "ham", category,
                                  round(scores[k], 6), "model", None,
                                  ",".join(reason_ids), e[0], e[1], e[2], e[3], e[4], e[5])
+        if monitor_enabled():
+            PerformanceMetrics.get_instance().record(
+                "classify", "verdicts", (time.perf_counter() - glue_start) * 1e3)
         return out
 
     def stats(self) -> dict:

@@ -189,8 +189,8 @@ def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, pa
             if extra is not None:
                 extra.close()
             free_queue.put(slot_ref)  # the slot is free once parsed
-        with monitor_operation("classify", "chunk"):
-            verdicts = _classify(classifier, parsed)
+        # The classifier times its own stages: cache, enrich, rules, model.
+        verdicts = _classify(classifier, parsed)
         cache_counts = _record_cache_delta(metrics, classifier, cache_counts)
         with monitor_operation("encode", "chunk"):
             records = _records(parsed, verdicts, starts, ends, base)
