@@ -122,7 +122,11 @@ class ClassifierCache:
             import diskcache
 
             os.makedirs(self.directory, exist_ok=True)
-            self._disk = diskcache.Cache(self.directory, size_limit=self._size_limit)
+            # diskcache's defaults give each connection a 32 MB page cache
+            # and a 64 MB mmap; with one connection per worker that was most
+            # of a worker's memory.  The LRU in front absorbs the hot keys.
+            self._disk = diskcache.Cache(self.directory, size_limit=self._size_limit,
+                                         sqlite_cache_size=1024, sqlite_mmap_size=1 << 23)
         return self._disk
 
     def _disk_get_many(self, disk, keys: list, now: float) -> dict:

@@ -52,18 +52,23 @@ class PeakRSS:
     and the peak of the summed PSS (each shared page split between its
     sharers: the memory the run really occupies)."""
 
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, interval: float = 0.1, pid: int | None = None):
         self.interval = interval
+        self.pid = pid  # the top of the tree; default: this process
         self.peak = 0
         self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        me = psutil.Process()
+        me = psutil.Process(self.pid)
         while not self._stop.is_set():
             rss = pss = 0
-            for p in [me, *me.children(recursive=True)]:
+            try:
+                tree = [me, *me.children(recursive=True)]
+            except psutil.Error:
+                break  # the process is gone
+            for p in tree:
                 try:
                     info = p.memory_full_info()
                 except psutil.Error:

@@ -17,6 +17,13 @@ from datetime import timezone
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"']+", re.I)
 
 
+def _text(value):
+    """sqlite3 cannot store the lone surrogates email leaves for bad bytes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
 def _fields(msg) -> tuple:
     def header(name):
         try:
@@ -54,7 +61,8 @@ def _fields(msg) -> tuple:
                 urls += len(_URL.findall(part.get_content()))
             except Exception:
                 pass
-    return (header("message-id"), from_addr, from_domain, header("subject"), date, parts, attachments, urls)
+    return tuple(_text(v) for v in (header("message-id"), from_addr, from_domain,
+                                     header("subject"), date, parts, attachments, urls))
 
 
 def process_plain_python(path, db, limit=None) -> int:
