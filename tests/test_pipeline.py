@@ -231,3 +231,12 @@ def test_bulk_load_ends_with_every_index(tmp_path, tmp_db):
     conn.close()
     assert set(MESSAGE_INDEXES) <= names
     assert "messages_label_category" in str(plan)
+
+
+def test_sample_verdicts(tmp_db):
+    """The shipped rules and model on the repo's clear-cut sample messages."""
+    process_mbox(SAMPLE, tmp_db, workers=1, cache=False)
+    got = [(r["label"], r["category"], r["decided_by"]) for r in rows(tmp_db)]
+    assert [g[0] for g in got] == ["ham", "spam", "spam", "ham", "spam", "ham"]
+    assert [g[1] for g in got] == [None, "advance_fee", "phishing", None, "auto_warranty", None]
+    assert all(g[2] in ("rule", "model") for g in got)
