@@ -96,7 +96,7 @@ class Classifier:
         self.cache = _open_cache(cache)
         self.model = load_model(model)
         self.ruleset = RuleSet(load_rules(rules), engine=engine,
-                               exit_confidence=exit_confidence, cache=self.cache)
+                               exit_confidence=exit_confidence)
         self.featurizer = self.model.featurizer()
         self.enricher = Enricher(self.cache)
         self._weights = self.model.weights

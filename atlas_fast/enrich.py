@@ -303,6 +303,13 @@ class Enricher:
         for i, ip in enumerate(ips):
             if ip is False:  # IPv6 or non-ASCII clause: the Python reader decides
                 ips[i] = origin_ip(msgs[i].received)
+        domains, countries, auths = self._resolve_all(hosts, ips, auth_keys)
+        return enrich_rows(msgs, url_hosts, ips, auth_keys, domains, countries, auths,
+                           Enrichment, origin_flags)
+
+    def _resolve_all(self, hosts, ips, auth_keys) -> tuple:
+        """Registered domains, countries and auth results of a chunk's
+        distinct hosts, IPs and auth headers, through the cache namespaces."""
         domains = self._resolve("domain", hosts, registered_domain)
         countries = self._resolve("geographic", {ip for ip in ips if ip}, country_of)
         auths = self._resolve(
@@ -310,8 +317,7 @@ class Enricher:
             {k for k in auth_keys if k},
             lambda k: list(parse_auth(*k.split("\x00", 1))),
         )
-        return enrich_rows(msgs, url_hosts, ips, auth_keys, domains, countries, auths,
-                           Enrichment, origin_flags)
+        return domains, countries, auths
 
     def _enrich_chunk_py(self, msgs: list) -> list:
         """:meth:`enrich_chunk` for ParsedMessage look-alikes (tests, tools)."""
@@ -336,13 +342,7 @@ class Enricher:
                 auth_keys.append((msg.auth_results or "") + "\x00" + (msg.received_spf or ""))
             else:
                 auth_keys.append(None)
-        domains = self._resolve("domain", hosts, registered_domain)
-        countries = self._resolve("geographic", {ip for ip in ips if ip}, country_of)
-        auths = self._resolve(
-            "auth",
-            {k for k in auth_keys if k},
-            lambda k: list(parse_auth(*k.split("\x00", 1))),
-        )
+        domains, countries, auths = self._resolve_all(hosts, ips, auth_keys)
         out = []
         for msg, seen, ip, akey in zip(msgs, url_hosts, ips, auth_keys):
             url_doms = []

@@ -293,13 +293,13 @@ def _save_compiled(hs, db, path: str) -> None:
         pass  # read-only home: compile again next time
 
 
-def _hs_database(exprs, flags, owners, rules, cache):
+def _hs_database(exprs, flags, owners, rules):
     """A compiled block-mode database, memoised in-process and on disk.
 
-    ``cache`` (the classifier's verdict cache) is not used: compiled
-    databases live in their own files (:func:`_compiled_dir`), so building
-    a Classifier never opens the verdict cache's database, and a Classifier
-    built before ``fork`` can be shared by the worker processes.
+    Compiled databases live in their own files (:func:`_compiled_dir`), not
+    in the verdict cache, so building a Classifier never opens the verdict
+    cache's database and a Classifier built before ``fork`` can be shared by
+    the worker processes.
     """
     hs = _hyperscan()
     import platform
@@ -349,12 +349,12 @@ class _HyperscanField:
     per-message scan; rules hit few messages, so this costs little.
     """
 
-    def __init__(self, exprs, flags, owners, rules, cache=None):
+    def __init__(self, exprs, flags, owners, rules):
         hs = _hyperscan()
         self.owners = owners
-        self.db = _hs_database(exprs, flags, owners, rules, cache)
+        self.db = _hs_database(exprs, flags, owners, rules)
         chunk_flags = [(f & ~hs.HS_FLAG_SINGLEMATCH) | hs.HS_FLAG_MULTILINE for f in flags]
-        self.chunk_db = _hs_database(exprs, chunk_flags, owners, rules, cache)
+        self.chunk_db = _hs_database(exprs, chunk_flags, owners, rules)
         self._hits = None
         self._ends = None
 
@@ -441,7 +441,7 @@ def _check_re2(rule: Rule, pattern: str):
 class _Engine:
     """One database per field for a list of rules, in one engine."""
 
-    def __init__(self, rules, engine, cache):
+    def __init__(self, rules, engine):
         self.rules = rules
         per_field = {f: ([], [], []) for f in FIELDS}
         for index, rule in enumerate(rules):
@@ -459,7 +459,7 @@ class _Engine:
                 if exprs:
                     flags = [hs.HS_FLAG_SINGLEMATCH | (hs.HS_FLAG_CASELESS if c else 0)
                              for c in caseless]
-                    self.fields.append((i, _HyperscanField(exprs, flags, owners, rules, cache)))
+                    self.fields.append((i, _HyperscanField(exprs, flags, owners, rules)))
         else:
             for i, field in enumerate(FIELDS):
                 if per_field[field][0]:
@@ -512,9 +512,6 @@ class RuleSet:
         RE2 otherwise.
     exit_confidence : float
         Hits at or above it decide a message.
-    cache : optional
-        A :class:`~atlas_fast.cache.ClassifierCache`; serialised Hyperscan
-        databases are kept in its ``general`` namespace.
 
     Raises
     ------
@@ -522,8 +519,7 @@ class RuleSet:
         If a pattern does not compile (naming the rule and its file).
     """
 
-    def __init__(self, rules, engine: str = "auto", exit_confidence: float = DEFAULT_EXIT_CONFIDENCE,
-                 cache=None):
+    def __init__(self, rules, engine: str = "auto", exit_confidence: float = DEFAULT_EXIT_CONFIDENCE):
         if engine not in ENGINES:
             raise RuleError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         rules = list(rules)
@@ -543,16 +539,16 @@ class RuleSet:
             engine = "hyperscan" if _hyperscan() is not None else "re2"
             if engine == "hyperscan":
                 try:
-                    self._main = _Engine(self.rules, engine, cache)
-                    self._hint = _Engine(self.hints, engine, cache)
+                    self._main = _Engine(self.rules, engine)
+                    self._hint = _Engine(self.hints, engine)
                 except RuleError:
                     engine = "re2"
         elif engine == "hyperscan":
-            self._main = _Engine(self.rules, engine, cache)
-            self._hint = _Engine(self.hints, engine, cache)
+            self._main = _Engine(self.rules, engine)
+            self._hint = _Engine(self.hints, engine)
         if engine == "re2":
-            self._main = _Engine(self.rules, engine, cache)
-            self._hint = _Engine(self.hints, engine, cache)
+            self._main = _Engine(self.rules, engine)
+            self._hint = _Engine(self.hints, engine)
         self.engine = engine
 
     def __len__(self):
