@@ -17,6 +17,7 @@ cdef extern from "atlas_features.h" nogil:
         size_t n
         size_t cap
         uint32_t mask
+        const float *prefetch
     int atlas_feats_reserve(atlas_feats *f, size_t extra)
     void atlas_feats_free(atlas_feats *f)
     uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold)
@@ -32,6 +33,7 @@ cdef extern from "atlas_features.h" nogil:
     int atlas_ipv4_public(const unsigned char oct[4])
     int atlas_received_ipv4(const char *v, size_t n, char *out)
     int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns)
+    size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want)
 
 
 cdef class Featurizer:
@@ -54,6 +56,8 @@ cdef class Featurizer:
                     size_t *letters) except -1
     cdef int _featurize(self, object msg, object extras) except -1
     cdef tuple _names(self, Py_ssize_t *order, int K)
+    cdef int _score_all(self, list msgs, list extras, const float *w, double bias, int K,
+                        double threshold, double[::1] out, list reasons) except -1
 
     cpdef tuple csr(self, list msgs, list extras)
     cpdef tuple score(self, list msgs, list extras, const float[::1] weights, double bias,

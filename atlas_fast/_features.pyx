@@ -173,6 +173,7 @@ cdef class Featurizer:
         self.fb.n = 0
         self.fb.cap = 0
         self.fb.mask = self.mask
+        self.fb.prefetch = NULL
         if atlas_feats_reserve(&self.fb, 4096) < 0:
             raise MemoryError()
         self.seed_hdr = atlas_prefix_seed(P_HDR)
@@ -354,17 +355,26 @@ cdef class Featurizer:
         """
         if weights.shape[0] != (1 << self.nbits):
             raise ValueError(f"weights have {weights.shape[0]} entries, expected {1 << self.nbits}")
-        cdef Py_ssize_t m = len(msgs), i, j, k
-        cdef double z, c
-        cdef atlas_feat *f
+        cdef Py_ssize_t m = len(msgs)
         cdef int K = top_k if top_k < 8 else 8
-        cdef double best[8]
-        cdef Py_ssize_t where[8]
-        cdef double sign
         cdef const float *w = &weights[0]
         margins = np.empty(m, dtype=np.float64)
         cdef double[::1] out = margins
         reasons = [None] * m
+        self.fb.prefetch = w
+        try:
+            self._score_all(msgs, extras, w, bias, K, threshold, out, reasons)
+        finally:
+            self.fb.prefetch = NULL
+        return margins, reasons
+
+    cdef int _score_all(self, list msgs, list extras, const float *w, double bias, int K,
+                        double threshold, double[::1] out, list reasons) except -1:
+        cdef Py_ssize_t m = len(msgs), i, j, k
+        cdef double z, c, sign
+        cdef atlas_feat *f
+        cdef double best[8]
+        cdef Py_ssize_t where[8]
         for i in range(m):
             self._featurize(msgs[i], extras[i] if extras is not None else None)
             z = bias
@@ -385,7 +395,7 @@ cdef class Featurizer:
                 if c > best[K - 1]:
                     _rank(best, where, K, c, j, self.fb.items)
             reasons[i] = self._names(where, K)
-        return margins, reasons
+        return 0
 
     cdef tuple _names(self, Py_ssize_t *order, int K):
         cdef list names = []
@@ -586,26 +596,36 @@ cdef struct RBuf:
     Py_ssize_t cap
 
 
-cdef int rbuf_put(RBuf *b, const char *s, Py_ssize_t n) except -1:
-    cdef Py_ssize_t cap
+cdef int _rbuf_grow(RBuf *b, Py_ssize_t n) except -1:
+    # Room for ``n`` more bytes.
+    cdef Py_ssize_t cap = b.cap * 2 if b.cap else 65536
     cdef char *grown
+    while cap < b.n + n:
+        cap *= 2
+    grown = <char *>realloc(b.p, cap)
+    if grown == NULL:
+        raise MemoryError()
+    b.p = grown
+    b.cap = cap
+    return 0
+
+
+cdef int rbuf_put(RBuf *b, const char *s, Py_ssize_t n) except -1:
     if b.n + n > b.cap:
-        cap = b.cap * 2 if b.cap else 65536
-        while cap < b.n + n:
-            cap *= 2
-        grown = <char *>realloc(b.p, cap)
-        if grown == NULL:
-            raise MemoryError()
-        b.p = grown
-        b.cap = cap
+        _rbuf_grow(b, n)
     memcpy(b.p + b.n, s, n)
     b.n += n
     return 0
 
 
-cdef int rbuf_str(RBuf *b, object value, Py_ssize_t cap) except -1:
+cdef int rbuf_str(RBuf *b, object value, Py_ssize_t cap, bint squeeze=False) except -1:
     # UTF-8 of a str (lone surrogates become '?', as str.encode's "replace"),
-    # at most ``cap`` bytes, never cutting a sequence.
+    # at most ``cap`` bytes, never cutting a sequence.  With ``squeeze``,
+    # every run of ASCII whitespace (\t \n \v \f \r and space) becomes one
+    # space and none is kept at either end, before the cap applies
+    # (rules.squeeze_text): rule patterns for such fields are rewritten to
+    # match single spaces (rules.squeeze_pattern), which Hyperscan scans
+    # several times faster than ``\s+`` between short literals.
     cdef Py_ssize_t n
     cdef const char *s
     if value is None:
@@ -618,16 +638,30 @@ cdef int rbuf_str(RBuf *b, object value, Py_ssize_t cap) except -1:
         raw = (<str>value).encode("utf-8", "replace")
         s = raw
         n = len(raw)
-        if n > cap:
-            n = cap
-            while n > 0 and (<unsigned char>s[n] & 0xC0) == 0x80:
-                n -= 1
-        return rbuf_put(b, s, n)
+    if squeeze:
+        return _squeeze_into(b, s, n, cap)
     if n > cap:
         n = cap
         while n > 0 and (<unsigned char>s[n] & 0xC0) == 0x80:
             n -= 1
     return rbuf_put(b, s, n)
+
+
+cdef int _squeeze_into(RBuf *b, const char *s, Py_ssize_t n, Py_ssize_t cap) except -1:
+    cdef Py_ssize_t out, want, cut
+    # Output is at most n bytes; one byte past the cap is kept so that the
+    # cut can tell whether it falls inside a UTF-8 sequence.
+    want = n if n <= cap else cap + 1
+    if b.n + want > b.cap:
+        _rbuf_grow(b, want)
+    out = <Py_ssize_t>atlas_squeeze(s, n, b.p + b.n, want)
+    if out > cap:
+        cut = cap
+        while cut > 0 and (<unsigned char>b.p[b.n + cut] & 0xC0) == 0x80:
+            cut -= 1
+        out = cut
+    b.n += out
+    return 0
 
 
 DEF NO_CAP = 1 << 40
@@ -666,7 +700,7 @@ cpdef list render_chunk(list msgs, Py_ssize_t body_cap):
                 rpath = msg.return_path; mailer = msg.x_mailer; ctype = msg.content_type
                 atts = msg.attachments
             if subject:
-                rbuf_str(&bufs[0], subject, NO_CAP)
+                rbuf_str(&bufs[0], subject, NO_CAP, True)
             if name or addr:
                 if name:
                     rbuf_str(&bufs[1], name, NO_CAP)
@@ -675,7 +709,7 @@ cpdef list render_chunk(list msgs, Py_ssize_t body_cap):
                     rbuf_str(&bufs[1], addr, NO_CAP)
                 rbuf_put(&bufs[1], ">", 1)
             if text:
-                rbuf_str(&bufs[2], text, body_cap)
+                rbuf_str(&bufs[2], text, body_cap, True)
             if urls:
                 for f in range(len(urls)):
                     if f:

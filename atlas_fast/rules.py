@@ -23,14 +23,21 @@ Neither backtracks.  Avoid ``$`` (Hyperscan also matches it before a final
 newline) and keep patterns ASCII.
 
 Fields: ``subject``; ``from`` (``Name <addr>``); ``body`` (the classifier
-text); ``urls`` (one per line); ``headers`` (``to:``, ``reply-to:``,
+text, its first MAX_BODY_BYTES); ``urls`` (one per line); ``headers`` (``to:``, ``reply-to:``,
 ``return-path:``, ``x-mailer:``, ``content-type:`` lines); ``attachments``
 (``filename<TAB>content-type`` lines).
+
+``subject`` and ``body`` are squeezed as SpamAssassin's body rules see text:
+every run of whitespace is one space (a phrase broken over lines still
+matches), and their patterns' ``\\s+`` / ``\\s*`` are rewritten to a space
+/ an optional space (:func:`squeeze_pattern`), which lets Hyperscan match
+phrases as literals.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from importlib import resources
 
@@ -75,6 +82,8 @@ DEFAULT_EXIT_CONFIDENCE = 0.9
 # spam states its business early, and scanning cost stays bounded on huge
 # messages.
 MAX_BODY_BYTES = 8192
+# Fields whose whitespace runs are squeezed to one space (squeeze_text).
+SQUEEZED_FIELDS = ("subject", "body")
 
 
 class Rule:
@@ -205,13 +214,77 @@ def render_fields(msg) -> tuple:
     )
     atts = b"".join(_text(f) + b"\t" + _text(c) + b"\n" for f, c in msg.attachments) \
         if msg.attachments else b""
-    body = _text(msg.text)
-    if len(body) > MAX_BODY_BYTES:
-        cut = MAX_BODY_BYTES
-        while cut > 0 and (body[cut] & 0xC0) == 0x80:  # never split a UTF-8 sequence
+    return (squeeze_text(_text(msg.subject)), sender,
+            squeeze_text(_text(msg.text), MAX_BODY_BYTES), urls, headers, atts)
+
+
+_WS_RUN = re.compile(rb"[\t\n\v\f\r ]+")
+
+
+def squeeze_text(data: bytes, cap: int | None = None) -> bytes:
+    """A text field as rules see it: each run of ASCII whitespace one space,
+    none at either end, at most ``cap`` bytes (never splitting a UTF-8
+    sequence).  SpamAssassin's body rules read text the same way."""
+    data = _WS_RUN.sub(b" ", data).strip(b" ")
+    if cap is not None and len(data) > cap:
+        cut = cap
+        while cut > 0 and (data[cut] & 0xC0) == 0x80:
             cut -= 1
-        body = body[:cut]
-    return (_text(msg.subject), sender, body, urls, headers, atts)
+        data = data[:cut]
+    return data
+
+
+# Quantified \s between words: the unit squeeze_pattern rewrites.
+_WS_TOKEN = re.compile(r"\\s(\+\??|\*\??|\?\??|\{[01](?:,\d*)?\}\??)?")
+
+
+def squeeze_pattern(pattern: str) -> str:
+    r"""Rewrite a pattern for a squeezed field (:func:`squeeze_text`).
+
+    In squeezed text every whitespace run is exactly one space, so outside
+    character classes ``\s+`` (and ``\s``, ``\s{1,n}``) is a space and
+    ``\s*`` (``\s?``, ``\s{0,n}``) an optional one: the rewrite matches the
+    same text, and literal spaces let Hyperscan match whole phrases as
+    literals (about 5x faster on message bodies than ``\s+`` between short
+    words).  Anything else, including ``\s`` inside ``[...]``, is kept.
+    """
+    out = []
+    i = 0
+    n = len(pattern)
+    in_class = False
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < n:
+            if not in_class and pattern[i + 1] == "s":
+                m = _WS_TOKEN.match(pattern, i)
+                q = m.group(1) or ""
+                if q[:1] in ("", "+") or q[:2] == "{1":
+                    out.append(" ")
+                else:
+                    out.append(" ?")
+                i = m.end()
+                continue
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if ch == "]":
+                in_class = False
+        elif ch == "[":
+            in_class = True
+            out.append(ch)
+            i += 1
+            # A ']' first in a class (or after '^') is a literal.
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < n and pattern[i] == "]":
+                out.append("]")
+                i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def render_chunk(msgs: list) -> list:
@@ -448,6 +521,8 @@ class _Engine:
             for field in rule.fields:
                 exprs, flags, owners = per_field[field]
                 for pattern in rule.patterns:
+                    if field in SQUEEZED_FIELDS:
+                        pattern = squeeze_pattern(pattern)
                     exprs.append(pattern.encode("utf-8"))
                     flags.append(not rule.case_sensitive)
                     owners.append(index)

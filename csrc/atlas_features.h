@@ -25,6 +25,10 @@ typedef struct {
     size_t n;
     size_t cap;
     uint32_t mask;
+    /* When set, each pushed feature's weight is prefetched: the scorer reads
+     * it a few hundred features later, by when the load has landed instead
+     * of stalling on a cache miss into a multi-megabyte weight array. */
+    const float *prefetch;
 } atlas_feats;
 
 int atlas_feats_reserve(atlas_feats *f, size_t extra);
@@ -70,5 +74,10 @@ int atlas_received_ipv4(const char *v, size_t n, char *out);
  * or it says "unknown".  Returns 0, or 2 for non-ASCII bytes or a clause
  * over 1 KiB (the caller then asks the Python code). */
 int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns);
+
+/* s[:n] with each run of ASCII whitespace as one space and none at either
+ * end, into dst; stops after ``want`` output bytes.  Returns the bytes
+ * written (dst needs room for ``want``). */
+size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want);
 
 #endif /* ATLAS_FEATURES_H */

@@ -17,6 +17,25 @@ CORPUS_FILES = [
 ]
 
 
+def _message(**fields):
+    """A ParsedMessage look-alike with the rule fields render_fields reads."""
+    from types import SimpleNamespace
+
+    base = dict(subject=None, from_name=None, from_addr=None, to_addr=None, reply_to_addr=None,
+                return_path=None, x_mailer=None, content_type=None, text=None, urls=(),
+                attachments=())
+    base.update(fields)
+    return SimpleNamespace(**base)
+
+
+def _user_rule(tmp_path, engine, rule_id, fields, pattern):
+    """A RuleSet of one user rule file holding one rule."""
+    path = tmp_path / "mine.toml"
+    path.write_text(f"[[rule]]\nid={rule_id!r}\ncategory='phishing'\nconfidence=0.95\n"
+                    f"fields={fields!r}\npatterns=['{pattern}']\n")  # TOML literal string
+    return RuleSet(load_rules([path], builtin=False), engine=engine)
+
+
 @functools.lru_cache(maxsize=None)
 def _fields(name):
     from atlas_fast.evaluate import read_messages
@@ -58,19 +77,8 @@ def test_bad_user_rules(tmp_path, body, error):
 
 @pytest.mark.parametrize("engine", ["hyperscan", "re2"])
 def test_user_rule_hits(tmp_path, engine):
-    path = tmp_path / "mine.toml"
-    path.write_text(
-        "[[rule]]\nid='MY_WORD'\ncategory='marketing'\nconfidence=0.95\n"
-        "fields=['subject']\npatterns=['zorblax\\s+deal']\n"
-    )
-    rs = RuleSet(load_rules([path], builtin=False), engine=engine)
-
-    class M:
-        subject = "Your ZORBLAX  deal"
-        from_name = from_addr = to_addr = reply_to_addr = return_path = None
-        x_mailer = content_type = None
-        text = "zorblax deal in the body does not count"
-        urls = attachments = ()
+    rs = _user_rule(tmp_path, engine, "MY_WORD", ["subject"], r"zorblax\s+deal")
+    M = _message(subject="Your ZORBLAX  deal", text="zorblax deal in the body does not count")
 
     assert [rs.rules[i].id for i in rs.scan_fields(render_fields(M))] == ["MY_WORD"]
     M.subject = "nothing"
@@ -115,3 +123,62 @@ def test_render_chunk_matches_render_fields():
     msgs = read_messages([corpus_file("spamassassin-test-spam.mbox.gz")])
     rendered = render_chunk(msgs)
     assert [fields_of(rendered, i) for i in range(len(msgs))] == [render_fields(m) for m in msgs]
+
+
+@pytest.mark.parametrize(
+    "pattern, squeezed",
+    [
+        (r"next\s+of\s+kin", "next of kin"),
+        (r"us\s*\$", r"us ?\$"),
+        (r"x\s?y", "x ?y"),
+        (r"a\s+?b", "a b"),
+        (r"a\s{1,3}b", "a b"),
+        (r"a\s{0,2}b", "a ?b"),
+        (r"a\s\d", r"a \d"),
+        (r"[a-z\s]*million", r"[a-z\s]*million"),  # classes keep \s
+        (r"[\]\s]+x\s+", r"[\]\s]+x "),
+        (r"[^\s]+\s+y", r"[^\s]+ y"),
+        (r"\\s+", r"\\s+"),  # an escaped backslash, then 's+'
+        (r"\S+\s+", r"\S+ "),
+    ],
+)
+def test_squeeze_pattern(pattern, squeezed):
+    from atlas_fast.rules import squeeze_pattern
+
+    assert squeeze_pattern(pattern) == squeezed
+
+
+def test_squeezed_text_matches_native_render():
+    # Random whitespace, multi-byte sequences and caps that fall inside them:
+    # the C renderer and rules.squeeze_text give the same bytes.
+    import random
+
+    from atlas_fast._features import render_chunk
+    from atlas_fast.rules import squeeze_text
+
+    seed = 2026
+    rng = random.Random(seed)
+    alphabet = [" ", "\n", "\t", "\r", "\x0b", "\x0c", "a", "Z", "\u00e9", "\u20ac", "\U0001f600"]
+    M = _message()
+    for _ in range(3000):
+        M.text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        cap = rng.randint(0, 30)
+        buf, off = render_chunk([M], cap)[2]
+        assert buf[off[0] : off[1] - 1] == squeeze_text(M.text.encode(), cap), (seed, M.text, cap)
+
+
+@pytest.mark.parametrize("engine", ["hyperscan", "re2"])
+def test_body_rules_see_squeezed_whitespace(tmp_path, engine):
+    # A phrase broken over lines, tabs and runs of spaces still matches
+    # '\s+' / '\s*' (rewritten to spaces), and '.{0,10}' counts squeezed text.
+    rs = _user_rule(tmp_path, engine, "MY_PHRASE", ["body", "subject"],
+                    r"verify\s+your\s*account.{0,10}now")
+    M = _message(subject="hello", text="Please VERIFY\r\n\r\n   your\taccount\n\n\n\n\n\n\n"
+                 "\n\n\n\n\n\n\n\n\n today   now.")
+
+    assert render_fields(M)[2] == b"Please VERIFY your account today now."
+    assert [rs.rules[i].id for i in rs.scan_fields(render_fields(M))] == ["MY_PHRASE"]
+    M.text = "verify your account\n\n but only later, now"  # '.{0,10}' still bounds the gap
+    assert rs.scan_fields(render_fields(M)) == []
+    M.text = "verify-your account now"
+    assert rs.scan_fields(render_fields(M)) == []
