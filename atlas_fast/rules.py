@@ -319,7 +319,9 @@ def _hyperscan():
 
 
 def _compiled_dir() -> str | None:
-    """Where compiled Hyperscan databases persist, like ``__pycache__``.
+    """Where compiled Hyperscan databases (and the Public Suffix List's
+    expanded rules, see ``enrich._load_suffix_list``) persist, like
+    ``__pycache__``.
 
     Compiling the built-in rules takes seconds; a run must not pay that
     every time, whether or not the classification cache is on.  The files

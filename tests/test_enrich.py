@@ -114,3 +114,25 @@ def test_compiled_enrich_chunk_matches_python_path():
     for i in range(0, len(msgs), 700):
         chunk = msgs[i : i + 700]
         assert fast.enrich_chunk(chunk) == slow._enrich_chunk_py(chunk)
+
+
+def test_suffix_list_reloads_from_its_expanded_rules(tmp_path, monkeypatch):
+    # The first load parses the bundled list and writes its expanded rules;
+    # the second builds from that file alone, and both answer alike.
+    from publicsuffixlist import PublicSuffixList
+
+    from atlas_fast.enrich import _load_suffix_list
+
+    monkeypatch.setenv("ATLAS_RULES_CACHE_DIR", str(tmp_path))
+    first = _load_suffix_list()
+    (written,) = tmp_path.glob("psl-*.txt")
+    again = _load_suffix_list()
+    reference = PublicSuffixList()
+    domains = ["www.example.co.uk", "a.b.city.kawasaki.jp", "x.y.kawasaki.jp", "foo.np",
+               "a.b.foo.np", "xn--85x722f.xn--55qx5d.cn", "食狮.公司.cn", "s3.amazonaws.com",
+               "bucket.s3.amazonaws.com", "user.github.io", "example.unknowntld", "com"]
+    for d in domains:
+        assert first.privatesuffix(d) == again.privatesuffix(d) == reference.privatesuffix(d), d
+    # An unreadable file means a re-parse, not an error.
+    written.write_bytes(b"\xff\xfe not utf-8")
+    assert _load_suffix_list().privatesuffix("www.example.co.uk") == "example.co.uk"
