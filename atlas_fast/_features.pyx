@@ -24,7 +24,7 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, strlen
 
-import numpy as np
+from array import array
 
 from atlas_fast._parser cimport ParsedMessage
 
@@ -319,6 +319,8 @@ cdef class Featurizer:
         or None.  Repeated tokens appear as repeated columns; consumers sum
         them.
         """
+        import numpy as np  # training only: the pipeline never imports numpy
+
         cdef Py_ssize_t m = len(msgs), i, j, total = 0, cap = 1 << 16
         indptr = np.zeros(m + 1, dtype=np.int64)
         cdef int64_t[::1] ip = indptr
@@ -348,7 +350,7 @@ cdef class Featurizer:
 
         Returns
         -------
-        (numpy.ndarray of float64, list of tuple)
+        (array.array of float64, list of tuple)
             The margins, and per message the ``top_k`` features pushing
             towards the side the margin falls on (spam when it is at least
             ``threshold``, ham otherwise), as readable names, strongest first.
@@ -358,7 +360,7 @@ cdef class Featurizer:
         cdef Py_ssize_t m = len(msgs)
         cdef int K = top_k if top_k < 8 else 8
         cdef const float *w = &weights[0]
-        margins = np.empty(m, dtype=np.float64)
+        margins = array("d", bytes(8 * m))
         cdef double[::1] out = margins
         reasons = [None] * m
         self.fb.prefetch = w
@@ -570,9 +572,34 @@ cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
     return loss / order.shape[0] if order.shape[0] else 0.0
 
 
+cpdef object dense_weights(const unsigned char[::1] body, Py_ssize_t nnz, int nbits):
+    """A model file's sparse weights (``nnz`` little-endian uint32 indices,
+    then ``nnz`` float32 values) as a dense ``array('f')`` of ``2**nbits``.
+
+    Raises ValueError on an index out of range.
+    """
+    cdef Py_ssize_t size = (<Py_ssize_t>1) << nbits, k
+    cdef uint32_t ix
+    cdef float v
+    if body.shape[0] != 8 * nnz:
+        raise ValueError(f"{body.shape[0]} bytes of weights, expected {8 * nnz}")
+    out = array("f", bytes(4 * size))
+    cdef float[::1] w = out
+    cdef const unsigned char *p = &body[0] if nnz else NULL
+    for k in range(nnz):
+        memcpy(&ix, p + 4 * k, 4)
+        memcpy(&v, p + 4 * nnz + 4 * k, 4)
+        if ix >= <uint32_t>size:
+            raise ValueError(f"weight index {ix} out of range")
+        w[ix] = v
+    return out
+
+
 cpdef object margins_csr(const int64_t[::1] indptr, const int32_t[::1] indices,
                          const float[::1] data, const double[::1] w, double bias):
     """``bias + X . w`` for a CSR matrix, as a float64 array."""
+    import numpy as np  # training and evaluation only
+
     cdef Py_ssize_t m = indptr.shape[0] - 1, i, p
     out = np.empty(m, dtype=np.float64)
     cdef double[::1] o = out
@@ -677,10 +704,10 @@ cpdef list render_chunk(list msgs, Py_ssize_t body_cap):
     """
     cdef Py_ssize_t m = len(msgs), i, f
     cdef RBuf bufs[6]
-    cdef int64_t[:, ::1] off
+    cdef int64_t[::1] off
     cdef ParsedMessage pm
-    offsets = np.zeros((6, m + 1), dtype=np.int64)
-    off = offsets
+    offsets = array("q", bytes(8 * 6 * (m + 1)))
+    off = offsets  # six rows of m + 1, flat
     for f in range(6):
         bufs[f].p = NULL
         bufs[f].n = 0
@@ -742,10 +769,11 @@ cpdef list render_chunk(list msgs, Py_ssize_t body_cap):
                     rbuf_put(&bufs[5], "\n", 1)
             for f in range(6):
                 rbuf_put(&bufs[f], "\n", 1)
-                off[f, i + 1] = bufs[f].n
+                off[f * (m + 1) + i + 1] = bufs[f].n
         out = []
         for f in range(6):
-            out.append((bufs[f].p[:bufs[f].n] if bufs[f].n else b"", offsets[f]))
+            out.append((bufs[f].p[:bufs[f].n] if bufs[f].n else b"",
+                        offsets[f * (m + 1) : (f + 1) * (m + 1)]))
         return out
     finally:
         for f in range(6):

@@ -189,7 +189,7 @@ class Classifier:
                 tm = self._threshold_margin
                 margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
                                                       TOP_FEATURES, tm)
-                scores = self.model.scores(margins).tolist()
+                scores = self.model.scores(margins)
                 margins = margins.tolist()
             glue_start = time.perf_counter() - glue
             for k, i in enumerate(model_idx):

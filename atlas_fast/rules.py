@@ -39,6 +39,7 @@ import hashlib
 import os
 import re
 import sys
+from bisect import bisect_right
 from importlib import resources
 
 from .errors import RuleError
@@ -451,10 +452,7 @@ class _HyperscanField:
         self.chunk_db.scan(buf, match_event_handler=self._on_chunk_match)
         if not ends:
             return []
-        import numpy as np
-
-        idx = np.searchsorted(offsets, np.asarray(ends, dtype=np.int64), side="right") - 1
-        return sorted(set(idx.tolist()))
+        return sorted({bisect_right(offsets, end) - 1 for end in ends})
 
 
 def _raise_hyperscan_error(exprs, flags, owners, rules):

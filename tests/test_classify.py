@@ -56,3 +56,21 @@ def test_error_message_still_classified():
 def test_bad_cache_argument(bad):
     with pytest.raises(TypeError):
         Classifier(cache=bad)
+
+
+def test_classifying_does_not_import_numpy():
+    # numpy is for training and evaluation; importing it costs every pipeline
+    # process ~0.1-0.3 s and ~12 MB, so the classifying path must not.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, atlas_fast\n"
+        "from atlas_fast.classify import Classifier\n"
+        "from atlas_fast._parser import parse_message\n"
+        "msg = parse_message(b'From: a@example.com\\nSubject: hi\\n\\nverify your account')\n"
+        "Classifier(cache=False).classify_chunk([msg])\n"
+        "print('numpy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
