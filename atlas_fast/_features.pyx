@@ -839,24 +839,21 @@ cdef inline bint _many_digits(object s):
     return d >= 3
 
 
+def contains_ci(str hay, str needle):
+    """``needle`` (lower-case ASCII) in ``hay`` with ASCII case folded, on
+    their UTF-8; the test the enrichment uses for the sender's domain in
+    the Received chain."""
+    cdef Py_ssize_t m
+    cdef const char *p = PyUnicode_AsUTF8AndSize(needle, &m)
+    return _contains_lower(hay, p, m)
+
+
 cdef inline bint _contains_lower(object hay, const char *needle, Py_ssize_t m):
     # ASCII case-insensitive substring test of a str's UTF-8 (``needle`` is
     # lower case).
-    cdef Py_ssize_t n, i, j
+    cdef Py_ssize_t n
     cdef const char *p = PyUnicode_AsUTF8AndSize(hay, &n)
-    cdef unsigned char c
-    if m == 0:
-        return True
-    for i in range(n - m + 1):
-        for j in range(m):
-            c = <unsigned char>p[i + j]
-            if 65 <= c <= 90:
-                c += 32
-            if c != <unsigned char>needle[j]:
-                break
-        else:
-            return True
-    return False
+    return atlas_contains_ci(p, n, needle, m) != 0
 
 
 cdef list _ndom_names = ["url_ndom:0", "url_ndom:1", "url_ndom:2", "url_ndom:4", "url_ndom:8",

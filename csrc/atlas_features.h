@@ -80,4 +80,8 @@ int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns);
  * written (dst needs room for ``want``). */
 size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want);
 
+/* 1 when needle[:m] (lower-case ASCII) occurs in hay[:n] with ASCII case
+ * folded, else 0. */
+int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m);
+
 #endif /* ATLAS_FEATURES_H */

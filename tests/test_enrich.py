@@ -136,3 +136,24 @@ def test_suffix_list_reloads_from_its_expanded_rules(tmp_path, monkeypatch):
     # An unreadable file means a re-parse, not an error.
     written.write_bytes(b"\xff\xfe not utf-8")
     assert _load_suffix_list().privatesuffix("www.example.co.uk") == "example.co.uk"
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_contains_ci_matches_python(seed):
+    # Haystacks longer than the C search's 4 KiB blocks, with the needle
+    # placed across block edges, in mixed case, next to non-ASCII text.
+    import random
+
+    from atlas_fast._features import contains_ci
+
+    rng = random.Random(seed)
+    for _ in range(400):
+        needle = "".join(rng.choice("abcxyz.-0") for _ in range(rng.randint(1, 12)))
+        hay = "".join(rng.choice("abcxyzABCXYZ.-0 \u00e9") for _ in range(rng.randint(0, 9000)))
+        if rng.random() < 0.5 and len(hay) > len(needle):
+            at = rng.choice([4096 - len(needle) // 2, 4095, 8191 - len(needle) + 1,
+                             rng.randrange(len(hay) - len(needle))])
+            at = max(0, min(at, len(hay) - len(needle)))
+            hay = hay[:at] + needle.upper() + hay[at + len(needle):]
+        expected = needle in "".join(c.lower() if c.isascii() else c for c in hay)
+        assert contains_ci(hay, needle) == expected, (seed, needle, len(hay))
