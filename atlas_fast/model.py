@@ -235,9 +235,24 @@ def load_model(path=None) -> Model:
     where = default_model_path() if path is None else os.fspath(path)
     try:
         with open(where, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            key = (os.path.realpath(where), st.st_size, st.st_mtime_ns, st.st_ino)
+            model = _LOADED.get(key)
+            if model is not None:
+                return model
             data = fh.read()
     except FileNotFoundError:
         raise ModelError(f"{where}: model file not found") from None
     except OSError as exc:
         raise ModelError(f"{where}: cannot read model file: {exc.strerror}") from None
-    return decode_model(data, where)
+    model = _LOADED[key] = decode_model(data, where)
+    while len(_LOADED) > 4:
+        del _LOADED[next(iter(_LOADED))]
+    return model
+
+
+# Decoded models by file identity: a pipeline run builds its classifier and a
+# warm-up one, and evaluation loads the same file again; decoding and
+# checking 4 MB of weights twice is wasted start-up.  Models are never
+# modified after loading.
+_LOADED: dict = {}

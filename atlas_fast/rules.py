@@ -35,6 +35,7 @@ phrases as literals.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -239,6 +240,7 @@ def squeeze_text(data: bytes, cap: int | None = None) -> bytes:
 _WS_TOKEN = re.compile(r"\\s(\+\??|\*\??|\?\??|\{[01](?:,\d*)?\}\??)?")
 
 
+@functools.lru_cache(maxsize=4096)
 def squeeze_pattern(pattern: str) -> str:
     r"""Rewrite a pattern for a squeezed field (:func:`squeeze_text`).
 
@@ -492,7 +494,13 @@ class _Re2Field:
                 hits.add(owners[i])
 
 
+_RE2_CHECKED: set = set()  # (pattern, case_sensitive) already validated
+
+
 def _check_re2(rule: Rule, pattern: str):
+    key = (pattern, rule.case_sensitive)
+    if key in _RE2_CHECKED:
+        return
     import re2
 
     prefix = "" if rule.case_sensitive else "(?i)"
@@ -509,6 +517,7 @@ def _check_re2(rule: Rule, pattern: str):
         )
     if compiled.search(b"") is not None:
         raise RuleError(f"{rule.source}: rule {rule.id}: pattern {pattern!r} matches empty text")
+    _RE2_CHECKED.add(key)
 
 
 class _Engine:
