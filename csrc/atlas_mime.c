@@ -227,8 +227,13 @@ int atlas_unfold(atlas_buf *out, const uint8_t *v, size_t n) {
         size_t stop = nl ? (size_t)(nl - v) : n;
         size_t run_end = stop;
         if (run_end > i && v[run_end - 1] == '\r') run_end--;
-        for (size_t k = i; k < run_end; k++) {
-            if (v[k] != '\r') out->p[out->n++] = v[k];
+        /* Stray CRs inside a line are dropped; almost every line has none. */
+        while (i < run_end) {
+            const uint8_t *cr = memchr(v + i, '\r', run_end - i);
+            size_t seg_end = cr ? (size_t)(cr - v) : run_end;
+            memcpy(out->p + out->n, v + i, seg_end - i);
+            out->n += seg_end - i;
+            i = seg_end + 1;
         }
         i = stop + 1;
     }
