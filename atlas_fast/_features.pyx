@@ -991,6 +991,45 @@ cdef int _name_flags(list flags, ParsedMessage pm) except -1:
     return 0
 
 
+cpdef list enrichment_features(object enrichment):
+    """Whole-string model features of an ``enrich.Enrichment``: sender's
+    registered domain, country, SPF/DKIM/DMARC results, URL domains, then
+    its flags, in that order (``Enrichment.features``)."""
+    if not isinstance(enrichment, tuple):
+        raise TypeError(f"expected an Enrichment, got {type(enrichment).__name__}")
+    cdef tuple e = <tuple>enrichment  # Enrichment subclasses tuple
+    cdef list feats = []
+    if e[0]:
+        feats.append("from_dom:" + e[0])
+    if e[2]:
+        feats.append("country:" + e[2])
+    if e[3]:
+        feats.append("spf:" + e[3])
+    if e[4]:
+        feats.append("dkim:" + e[4])
+    if e[5]:
+        feats.append("dmarc:" + e[5])
+    for dom in <tuple>e[6]:
+        feats.append("url_dom:" + dom)
+    feats.extend(<tuple>e[7])
+    return feats
+
+
+cpdef list model_extras_chunk(list enrich, list hits, list rule_features, list idx):
+    """:func:`atlas_fast.classify.model_extras` for the messages ``idx``:
+    each one's :func:`enrichment_features` and ``rule_features[j]``
+    (``"rule:<ID>"``) for each rule ``j`` it hits."""
+    cdef list out = [None] * len(idx), feats
+    cdef Py_ssize_t k, i
+    for k in range(len(idx)):
+        i = idx[k]
+        feats = enrichment_features(enrich[i])
+        for j in <list>hits[i]:
+            feats.append(rule_features[j])
+        out[k] = feats
+    return out
+
+
 cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict domains,
                        dict countries, dict auths, object make, object origin_flags):
     """Assemble ``make(registered_domain, ip, country, spf, dkim, dmarc,

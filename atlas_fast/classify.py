@@ -13,6 +13,7 @@ import time
 
 import msgspec
 
+from ._features import model_extras_chunk
 from .cache import ClassifierCache, default_cache_dir
 from .enrich import Enricher
 from .model import load_model
@@ -100,6 +101,7 @@ class Classifier:
         self.featurizer = self.model.featurizer()
         self.enricher = Enricher(self.cache)
         self._weights = self.model.weights
+        self._rule_features = ["rule:" + r.id for r in self.ruleset.rules]
         self._bias = float(self.model.header.bias)
         self._threshold_margin = self.model.threshold_margin
         ident = (self.model.digest + self.ruleset.digest).encode()
@@ -185,7 +187,7 @@ class Classifier:
             glue = time.perf_counter() - glue_start
             with monitor_operation("model", "score"):
                 sub = [msgs[i] for i in model_idx]
-                extras = [model_extras(enrich[i], hits[i], rules) for i in model_idx]
+                extras = model_extras_chunk(enrich, hits, self._rule_features, model_idx)
                 tm = self._threshold_margin
                 margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
                                                       TOP_FEATURES, tm)

@@ -270,22 +270,12 @@ class Enrichment(tuple):
     flags = property(lambda self: self[7])
 
     def features(self) -> list:
-        """Whole-string model features derived from the enrichment."""
-        out = []
-        if self[0]:
-            out.append("from_dom:" + self[0])
-        if self[2]:
-            out.append("country:" + self[2])
-        if self[3]:
-            out.append("spf:" + self[3])
-        if self[4]:
-            out.append("dkim:" + self[4])
-        if self[5]:
-            out.append("dmarc:" + self[5])
-        for dom in self[6]:
-            out.append("url_dom:" + dom)
-        out.extend(self[7])
-        return out
+        """Whole-string model features derived from the enrichment
+        (``from_dom:``, ``country:``, ``spf:``/``dkim:``/``dmarc:``,
+        ``url_dom:``, then the flags)."""
+        from ._features import enrichment_features
+
+        return enrichment_features(self)
 
     def context(self) -> str:
         """A str for the classification cache key: every feature input above."""

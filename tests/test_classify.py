@@ -74,3 +74,27 @@ def test_classifying_does_not_import_numpy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_compiled_model_extras_match_python():
+    from atlas_fast._features import model_extras_chunk
+    from atlas_fast.classify import model_extras
+    from atlas_fast.rules import render_chunk
+
+    msgs = _msgs()
+    clf = Classifier(cache=False)
+    enrich = clf.enricher.enrich_chunk(msgs)
+    hits = clf.ruleset.scan_rendered(render_chunk(msgs))
+    assert any(hits)
+    idx = list(range(0, len(msgs), 2))
+    expected = [model_extras(enrich[i], hits[i], clf.ruleset.rules) for i in idx]
+    rule_features = ["rule:" + r.id for r in clf.ruleset.rules]
+    assert model_extras_chunk(enrich, hits, rule_features, idx) == expected
+    # The order the model was trained with: enrichment, flags, then rules.
+    from atlas_fast.enrich import Enrichment
+
+    e = Enrichment("example.com", "192.0.2.1", "US", "pass", "fail", "none",
+                   ("a.example", "b.example"), ("flag:no_to", "url_ndom:2"))
+    assert model_extras_chunk([e], [[0]], ["rule:X"], [0]) == [[
+        "from_dom:example.com", "country:US", "spf:pass", "dkim:fail", "dmarc:none",
+        "url_dom:a.example", "url_dom:b.example", "flag:no_to", "url_ndom:2", "rule:X"]]
