@@ -183,9 +183,17 @@ def test_wire_records_in_parts_and_duplicates(tmp_path):
     again = RecordCursor(RECORD_LAYOUT, data)
     assert insert_records(conn, again, 10**6, 2, "src") == 0  # UNIQUE (source, offset)
     assert again.remaining == 0
+    # Old and new rows interleaved within one multi-row statement: only the new count.
+    mixed = [MessageRecord(i, 2) for i in range(0, 2 * len(records), 2)]
+    new = sum(r.offset >= len(records) for r in mixed)
+    assert 0 < new < len(mixed)
+    assert insert_records(conn, RecordCursor(RECORD_LAYOUT, encode_batch(RecordBatch(4, 9, 10, mixed))),
+                          10**6, 3, "src") == new
     conn.close()
-    assert [r[2] for r in _stored(db)] == list(range(len(records)))
-    assert {r[0] for r in _stored(db)} == {1}
+    stored = _stored(db)
+    assert [r[2] for r in stored] == sorted(set(range(len(records))) | {r.offset for r in mixed})
+    assert {r[2]: r[0] for r in stored} == {**{i: 1 for i in range(len(records))},
+                                            **{r.offset: 3 for r in mixed if r.offset >= len(records)}}
 
 
 def test_short_record_arrays_take_the_defaults(tmp_path):
