@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["MessageRecord", "RecordBatch", "encode_batch", "decode_batch", "ROW_COLUMNS"]
+__all__ = [
+    "MessageRecord", "RecordBatch", "encode_batch", "decode_batch", "ROW_COLUMNS", "WIRE_KINDS",
+    "decode_metrics",
+]
 
 
 class MessageRecord(msgspec.Struct, array_like=True, gc=False):
@@ -44,6 +47,29 @@ class MessageRecord(msgspec.Struct, array_like=True, gc=False):
 ROW_COLUMNS = MessageRecord.__struct_fields__
 
 
+def _wire_kinds(struct) -> str:
+    """One letter per field of ``struct`` for the writer's compiled reader
+    (``_sqlwriter.RecordLayout``), which binds fields straight from the
+    encoded batch: ``I`` required int, ``i`` int defaulting to 0, ``s`` str or
+    None, ``f`` float or None."""
+    kinds = []
+    for f in msgspec.structs.fields(struct):
+        if f.type is int and f.required:
+            kinds.append("I")
+        elif f.type is int and f.default == 0:
+            kinds.append("i")
+        elif f.type == (str | None) and f.default is None:
+            kinds.append("s")
+        elif f.type == (float | None) and f.default is None:
+            kinds.append("f")
+        else:
+            raise TypeError(f"{struct.__name__}.{f.name}: the writer cannot bind {f.type} = {f.default!r}")
+    return "".join(kinds)
+
+
+WIRE_KINDS = _wire_kinds(MessageRecord)
+
+
 class RecordBatch(msgspec.Struct, array_like=True, gc=False):
     """All records of one chunk, with the chunk's place in the input.
 
@@ -65,6 +91,7 @@ class RecordBatch(msgspec.Struct, array_like=True, gc=False):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(RecordBatch)
+_metrics_decoder = msgspec.msgpack.Decoder(dict[str, list[float]])
 
 
 def encode_batch(batch: RecordBatch) -> bytes:
@@ -75,3 +102,9 @@ def encode_batch(batch: RecordBatch) -> bytes:
 def decode_batch(data: bytes) -> RecordBatch:
     """Inverse of :func:`encode_batch`; validates every field's type."""
     return _decoder.decode(data)
+
+
+def decode_metrics(data: bytes | None) -> dict[str, list[float]]:
+    """The ``metrics`` field of an encoded batch, given its bytes alone (the
+    writer reads the records in place and only decodes this tail)."""
+    return {} if data is None else _metrics_decoder.decode(data)

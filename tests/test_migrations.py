@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from atlas_fast import AtlasError
-from atlas_fast.migrations import SCHEMA_VERSION, connect, migrate
+from atlas_fast.migrations import PAGE_SIZE, SCHEMA_VERSION, connect, migrate
 
 from conftest import REPO
 
@@ -38,3 +38,19 @@ def test_command_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "atlas_fast.migrations", str(db)],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "(0 migration(s) applied)" in out
+
+
+def test_new_databases_get_the_page_size_old_ones_keep_theirs(tmp_path):
+    new = tmp_path / "new.sqlite"
+    conn = connect(new)
+    assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,) != (4096,)
+    conn.close()
+    old = tmp_path / "old.sqlite"
+    plain = sqlite3.connect(old)
+    plain.execute("PRAGMA page_size = 4096")
+    plain.execute("CREATE TABLE keep (x)")
+    plain.close()
+    conn = connect(old)
+    assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
