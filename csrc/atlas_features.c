@@ -110,6 +110,7 @@ enum { C_TOK = 1, C_UPPER = 2, C_LETTER = 4, C_DIGIT = 8, C_JOIN = 16, C_SOLO = 
 static uint8_t CLS[256];
 static uint8_t LOWER[256];
 static uint8_t IS_WS[256];
+static uint8_t SQUEEZED[256]; /* whitespace -> ' ', else the byte */
 static int tables_ready = 0;
 
 static void init_tables(void) {
@@ -125,6 +126,7 @@ static void init_tables(void) {
         CLS[c] = k;
         LOWER[c] = atlas_lower((uint8_t)c);
         IS_WS[c] = (c == ' ' || (c >= '\t' && c <= '\r'));
+        SQUEEZED[c] = IS_WS[c] ? ' ' : (uint8_t)c;
     }
     tables_ready = 1;
 }
@@ -491,9 +493,10 @@ size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want) {
     unsigned prev_ws = 1, ws;
     if (UNLIKELY(!tables_ready)) init_tables();
     for (i = 0; i < n && out < want; i++) {
-        ws = IS_WS[p[i]];
-        dst[out] = ws ? ' ' : (char)p[i];
-        out += !(ws & prev_ws);
+        uint8_t c = p[i];
+        ws = IS_WS[c];
+        dst[out] = (char)SQUEEZED[c]; /* a table load, not a branch */
+        out += 1u - (ws & prev_ws);
         prev_ws = ws;
     }
     if (out && prev_ws && i == n) out--; /* no space at the end */
