@@ -19,7 +19,7 @@ from .enrich import Enricher
 from .model import load_model
 from .monitor import PerformanceMetrics, monitor_operation
 from .monitor import is_enabled as monitor_enabled
-from .rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, fields_of, load_rules, render_chunk
+from .rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, load_rules, render_chunk
 
 __all__ = ["Verdict", "Classifier", "TOP_FEATURES", "model_extras"]
 
@@ -204,8 +204,7 @@ class Classifier:
                     if h:
                         category = max((rules[j] for j in h), key=lambda r: r.confidence).category
                     else:
-                        category = self.ruleset.hint_category(fields_of(rendered, i)) \
-                            or "marketing"
+                        category = self.ruleset.hint_category_at(rendered, i) or "marketing"
                 e = enrich[i]
                 out[i] = Verdict("spam" if spam else "ham", category,
                                  round(scores[k], 6), "model", None,

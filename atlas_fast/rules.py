@@ -557,6 +557,17 @@ class _Engine:
                 db.scan(data, hits)
         return sorted(hits)
 
+    def scan_one(self, rendered: list, i: int) -> list:
+        """:meth:`scan` of message ``i`` of a rendered chunk, slicing only
+        the fields this engine has patterns for."""
+        hits: set = set()
+        for f, db in self.fields:
+            buf, off = rendered[f]
+            lo, hi = off[i], off[i + 1] - 1
+            if hi > lo:
+                db.scan(buf[lo:hi], hits)
+        return sorted(hits)
+
     def scan_rendered(self, rendered: list) -> list:
         """Sorted rule indices per message of a :func:`render_chunk` result."""
         m = len(rendered[0][1]) - 1
@@ -653,4 +664,9 @@ class RuleSet:
     def hint_category(self, fields: tuple) -> str | None:
         """Category of the first category hint matching pre-rendered fields."""
         hits = self._hint.scan(fields)
+        return self.hints[hits[0]].category if hits else None
+
+    def hint_category_at(self, rendered: list, i: int) -> str | None:
+        """:meth:`hint_category` of message ``i`` of a rendered chunk."""
+        hits = self._hint.scan_one(rendered, i)
         return self.hints[hits[0]].category if hits else None

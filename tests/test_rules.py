@@ -182,3 +182,16 @@ def test_body_rules_see_squeezed_whitespace(tmp_path, engine):
     assert rs.scan_fields(render_fields(M)) == []
     M.text = "verify-your account now"
     assert rs.scan_fields(render_fields(M)) == []
+
+
+@pytest.mark.parametrize("engine", ["hyperscan", "re2"])
+def test_hint_category_at_matches_fields(engine):
+    from atlas_fast.evaluate import read_messages
+    from atlas_fast.rules import fields_of, render_chunk
+
+    rs = RuleSet(load_rules(), engine=engine)
+    msgs = read_messages([corpus_file("spamassassin-test-spam.mbox.gz")])[:200]
+    rendered = render_chunk(msgs)
+    got = [rs.hint_category_at(rendered, i) for i in range(len(msgs))]
+    assert got == [rs.hint_category(fields_of(rendered, i)) for i in range(len(msgs))]
+    assert len(set(got)) > 3  # several categories, not all None
