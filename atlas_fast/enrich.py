@@ -267,7 +267,7 @@ class Enricher:
         ``set_many(ns, mapping)``.
     """
 
-    def __init__(self, cache, memo_size: int = 200_000):
+    def __init__(self, cache, memo_size: int = 20_000):
         self.cache = cache
         self.memo_size = memo_size
         self._memo = {"domain": {}, "geographic": {}, "auth": {}}
