@@ -541,6 +541,7 @@ def _process(source_path, db_path, model_path, rules, settings, progress, writer
 
     run = _Run(settings, db_path, source, run_id, start_offset, splitter, classifier, progress,
                writer)
+    del classifier  # the run drops it once the workers have it
     run.rebuild_indexes = bulk_load
     run.t_start = t_start
     return run.execute()
@@ -636,7 +637,8 @@ class _Run:
                 signal.signal(signal.SIGTERM, old_term)
             if self.sampler is not None:
                 self.sampler.stop()
-            self.classifier.close()
+            if self.classifier is not None:
+                self.classifier.close()
             self.splitter.close()
             if ring is not None:
                 ring.close()
@@ -688,6 +690,12 @@ class _Run:
             gc.unfreeze()
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.children = [self.writer, *self.workers]
+        # The parent does not classify: the model and the compiled rules go,
+        # and their pages with them (each worker keeps its own mapping).
+        self.classifier.close()
+        self.classifier = None
+        gc.collect()
+        _trim_heap()
         for i in range(len(ring.slots)):
             self.free_queue.put(i)
 
