@@ -197,6 +197,7 @@ def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, pa
         cache_counts = _record_cache_delta(metrics, classifier, cache_counts)
         with monitor_operation("encode", "chunk"):
             records = _records(parsed, verdicts, starts, ends, base)
+            del parsed, verdicts  # the records hold what is kept of them
             batch = RecordBatch(seq, base, base + nbytes, records, metrics.drain_delta())
             try:
                 data = encode_batch(batch)
@@ -204,6 +205,8 @@ def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, pa
                 _scrub(records)
                 data = encode_batch(batch)
         out_queue.put(data)
+        # Nothing of this chunk stays alive while the next one is parsed.
+        del records, batch, data
 
 
 def _pause_gc() -> int:
