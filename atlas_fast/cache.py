@@ -39,6 +39,12 @@ TTLS = {
     "auth": 3600,
     "general": 24 * 3600,
 }
+# In-process LRU entries of the namespaces whose values are large or rarely
+# asked for twice in a run: every message of a mailbox has its own digest, so
+# a verdict is read back from the LRU only for a duplicate message (the disk
+# level answers reruns), and Authentication-Results headers are mostly unique
+# per message.  A full 20,000-entry classification LRU was ~11 MB a worker.
+LRU_LIMITS = {"classification": 2_000, "auth": 5_000}
 _SQL_BATCH = 400  # SQLite's default limit on host parameters is 999+
 _CULL_EVERY = 50_000  # rows written between size checks
 
@@ -91,9 +97,10 @@ class ClassifierCache:
     ttls : dict, optional
         Overrides of :data:`TTLS` (seconds), e.g. ``{"general": 600}``.
     lru_size : int
-        Entries per namespace in the in-process LRU.  Each worker holds its
-        own; 20,000 keeps a worker's caches near 10 MB, so the whole run
-        stays inside the memory bound however large the mailbox.
+        Entries per namespace in the in-process LRU, at most
+        :data:`LRU_LIMITS` for the namespaces named there.  Each worker
+        holds its own; the bound keeps a worker's caches to a few MB
+        however large the mailbox.
     """
 
     def __init__(self, directory=None, *, enabled: bool = True, ttls=None,
@@ -108,7 +115,7 @@ class ClassifierCache:
         self.directory = os.fspath(directory) if directory is not None and enabled else None
         self._disk = None
         self._size_limit = size_limit
-        self._lru = {ns: _LRU(lru_size) for ns in self.ttls}
+        self._lru = {ns: _LRU(min(lru_size, LRU_LIMITS.get(ns, lru_size))) for ns in self.ttls}
         self._counts = {ns: [0, 0, 0] for ns in self.ttls}  # lru hits, disk hits, misses
         self._written = 0
         # Disk keys the latest batch read found no row for (not even an

@@ -193,16 +193,10 @@ def country_of(ip: str | None) -> str | None:
     if not ip:
         return None
     if _geo is None:
-        from geoip2fast import GeoIP2Fast
+        from .geoip import CountryTable  # geoip2fast's data in compact arrays
 
-        _geo = GeoIP2Fast(verbose=False)
-    try:
-        code = _geo.lookup(ip).country_code
-    except Exception:  # noqa: BLE001 - geoip2fast raises plain exceptions on odd input
-        return None
-    if not code or code == "--" or len(code) != 2:
-        return None
-    return code
+        _geo = CountryTable()
+    return _geo.country(ip)
 
 
 # ---------------------------------------------------------------------------
@@ -302,7 +296,7 @@ class Enricher:
         ``set_many(ns, mapping)``.
     """
 
-    def __init__(self, cache, memo_size: int = 200_000):
+    def __init__(self, cache, memo_size: int = 20_000):
         self.cache = cache
         self.memo_size = memo_size
         self._memo = {"domain": {}, "geographic": {}, "auth": {}}

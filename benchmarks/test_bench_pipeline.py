@@ -47,7 +47,7 @@ def test_plain_python_end_to_end(benchmark, mbox_50k, tmp_path):
 
 
 @pytest.mark.benchmark(group="memory")
-@pytest.mark.parametrize("gigabytes", [1])
+@pytest.mark.parametrize("gigabytes", [1, 4])
 def test_peak_rss_on_a_large_mbox(benchmark, tmp_path, gigabytes):
     # ~5.7 KB per message in the generated corpus.
     n = int(gigabytes * 1e9 / 5_684)

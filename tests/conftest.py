@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import sqlite3
 from pathlib import Path
 
@@ -62,7 +61,8 @@ def rows(db, where: str = "", params=()) -> list[sqlite3.Row]:
 
 def shm_segments() -> set[str]:
     try:
-        return {n for n in os.listdir("/dev/shm") if re.match(r"atlas_\d+_", n)}
+        # This process's segments only: other test runs may share /dev/shm.
+        return {n for n in os.listdir("/dev/shm") if n.startswith(f"atlas_{os.getpid()}_")}
     except OSError:
         return set()
 

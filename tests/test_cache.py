@@ -68,3 +68,17 @@ def test_write_after_read_replaces_expired_rows(tmp_path):
     disk = c._cache()
     assert sorted(disk.iterkeys()) == ["auth:fresh", "auth:other"]
     assert len(c._cache()) == 2
+
+
+def test_in_process_lru_is_bounded_per_namespace():
+    from atlas_fast.cache import LRU_LIMITS
+
+    c = ClassifierCache(None, lru_size=3_000)
+    for ns in ("classification", "domain", "auth"):
+        c.set_many(ns, {f"key-{i}": [i] for i in range(4_000)})
+    held = {ns: len(lru.data) for ns, lru in c._lru.items()}
+    assert held["classification"] == LRU_LIMITS["classification"] < 3_000
+    assert held["auth"] == min(3_000, LRU_LIMITS["auth"])
+    assert held["domain"] == 3_000
+    # The newest entries are the ones kept.
+    assert c.get_many("classification", ["key-3999", "key-0"]) == {"key-3999": [3999]}

@@ -157,3 +157,16 @@ def test_contains_ci_matches_python(seed):
             hay = hay[:at] + needle.upper() + hay[at + len(needle):]
         expected = needle in "".join(c.lower() if c.isascii() else c for c in hay)
         assert contains_ci(hay, needle) == expected, (seed, needle, len(hay))
+
+
+def test_memo_is_bounded():
+    from atlas_fast.cache import ClassifierCache
+    from atlas_fast.enrich import Enricher
+
+    enricher = Enricher(ClassifierCache(None, enabled=False), memo_size=1_000)
+    for start in range(0, 5_000, 400):
+        keys = {f"host{i}.example{i % 7}.co.uk" for i in range(start, start + 400)}
+        got = enricher._resolve("domain", keys, registered_domain)
+        assert all(got[k] == registered_domain(k) for k in keys)
+        assert len(enricher._memo["domain"]) <= 1_000
+    assert Enricher(None).memo_size <= 20_000  # the default stays a few MB a worker

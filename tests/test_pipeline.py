@@ -219,6 +219,62 @@ def test_memory_limit_shrinks_slots():
     assert big_count * big_size > count * size
 
 
+def _mapping_rss_kb(address: int) -> int:
+    """Resident KiB of this process's mapping that contains ``address``."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "Rss:":
+                return int(line.split()[1])
+    raise AssertionError("mapping not found")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux /proc")
+def test_slot_pages_are_dropped_but_their_data_kept():
+    import ctypes
+
+    from atlas_fast.pipeline import _SlotRing, _unmap_pages
+
+    ring = _SlotRing(2, 1 << 20)
+    try:
+        slot = ring.slots[0]
+        address = ctypes.addressof(ctypes.c_char.from_buffer(slot))
+        data = os.urandom(1 << 20)
+        slot[:] = data
+        assert _mapping_rss_kb(address) >= 1024
+        _unmap_pages(slot, len(data))
+        assert _mapping_rss_kb(address) == 0  # no longer in this process's RSS
+        assert slot[:] == data  # still in the shared memory
+    finally:
+        ring.close()
+
+
+def test_no_resource_tracker_and_no_segment_left(tmp_path):
+    """A run starts no multiprocessing resource tracker (one more process),
+    even with a message larger than a slot, which gets a named segment."""
+    import subprocess
+    import sys
+
+    big = simple_message(1, "x" * (3 << 20))  # larger than a 2 MiB slot
+    path = write_mbox(tmp_path / "big.mbox", simple_message(0), big, simple_message(2))
+    code = (
+        "import sys; from atlas_fast import process_mbox;"
+        "from multiprocessing import resource_tracker as rt;"
+        f"s = process_mbox({str(path)!r}, {str(tmp_path / 'db.sqlite')!r}, workers=2, cache=False);"
+        "assert s.messages == 3, s.messages;"
+        "assert rt._resource_tracker._pid is None, 'resource tracker started';"
+        "import os; print(os.getpid())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    pid = out.stdout.strip()
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"atlas_{pid}_")]
+
+
 def test_bulk_load_ends_with_every_index(tmp_path, tmp_db):
     from atlas_fast.migrations import MESSAGE_INDEXES
 

@@ -1,0 +1,98 @@
+"""Country of an IPv4/IPv6 address from geoip2fast's bundled database, kept compact.
+
+``geoip2fast.GeoIP2Fast`` unpickles its ~494,000 networks into nested lists
+of Python ints: ~29 MB in every process that looks an address up, and the
+pipeline's workers each loaded their own copy.  :class:`CountryTable` reads
+the same file once and keeps three flat arrays (first address, prefix
+length, country index: ~3.5 MB), which the workers share with the parent
+through fork.  Answers are those of ``GeoIP2Fast().lookup(ip).country_code``
+(see ``tests/test_geoip.py``).
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import pickle
+import socket
+import struct
+from array import array
+from bisect import bisect_right
+from itertools import chain
+
+__all__ = ["CountryTable", "bundled_database"]
+
+_MAX_IPV4 = 2**32 - 1
+_PRIVATE = 16  # geoip2fast: country indexes below this are reserved ranges
+_unpack_ipv4 = struct.Struct(">L").unpack
+
+
+def bundled_database() -> str:
+    """Path of geoip2fast's country database (``geoip2fast.dat.gz``)."""
+    spec = importlib.util.find_spec("geoip2fast")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("geoip2fast is not installed")
+    return os.path.join(list(spec.submodule_search_locations)[0], "geoip2fast.dat.gz")
+
+
+class CountryTable:
+    """Sorted networks of a geoip2fast country database, as flat arrays.
+
+    Parameters
+    ----------
+    path : str, optional
+        A geoip2fast ``.dat.gz`` country file (format 120 or 121); default:
+        the one bundled with geoip2fast.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a geoip2fast country database.
+    """
+
+    __slots__ = ("_first", "_netlen", "_country", "_codes")
+
+    def __init__(self, path: str | None = None):
+        path = path or bundled_database()
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            version, info, _total, database = pickle.load(f)
+        if version not in (120, 121) or not info.get("country") or info.get("asn"):
+            raise ValueError(f"{path}: not a geoip2fast country-only database")
+        _index, names, first, ids, netlen = database
+        del database, _index
+        # 4 bytes an address; a file with IPv6 networks keeps Python ints.
+        ipv4 = first[-1][-1] <= _MAX_IPV4
+        self._first = array("I", chain.from_iterable(first)) if ipv4 \
+            else list(chain.from_iterable(first))
+        del first
+        self._netlen = array("B", chain.from_iterable(netlen))
+        del netlen
+        self._country = array("H", chain.from_iterable(ids))
+        del ids
+        codes = []
+        for i, item in enumerate(names):
+            code = item.split(":", 1)[0]
+            codes.append(None if i < _PRIVATE or len(code) != 2 or code == "--" else code)
+        self._codes = tuple(codes)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def country(self, ip: str) -> str | None:
+        """ISO country code of ``ip``; None for a private, reserved, unknown
+        or malformed address."""
+        try:
+            try:
+                value = _unpack_ipv4(socket.inet_aton(ip))[0]
+            except OSError:
+                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
+        except (OSError, TypeError, ValueError):
+            return None
+        i = bisect_right(self._first, value) - 1
+        if i < 0:
+            return None
+        bits = 32 if value <= _MAX_IPV4 else 128  # as geoip2fast sizes the network
+        if value > self._first[i] + (1 << (bits - self._netlen[i])) - 1:
+            return None
+        return self._codes[self._country[i]]
