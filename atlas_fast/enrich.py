@@ -9,6 +9,7 @@ geographic, auth) in chunk-sized batches.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -61,7 +62,9 @@ def _load_suffix_list():
             key = f"{publicsuffixlist.__version__}-{st.st_size}-{st.st_mtime_ns}"
             path = os.path.join(where, f"psl-{key}.txt")
             with open(path, encoding="utf-8") as f:
-                return PublicSuffixList(source=f.read(), accept_encoded_idn=False)
+                digest, _, text = f.read().partition("\n")
+            if hashlib.sha256(text.encode()).hexdigest() == digest:
+                return PublicSuffixList(source=text, accept_encoded_idn=False)
         except (OSError, AttributeError, UnicodeDecodeError):
             pass  # not written yet, or an unusual install: parse the list
     psl = PublicSuffixList()
@@ -70,8 +73,9 @@ def _load_suffix_list():
         try:
             os.makedirs(where, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write("\n".join(sorted(rules)))
+            text = "\n".join(sorted(rules))
+            with open(tmp, "w", encoding="utf-8") as f:  # a damaged file is re-parsed
+                f.write(hashlib.sha256(text.encode()).hexdigest() + "\n" + text)
             os.replace(tmp, path)  # atomic for concurrent runs
         except OSError:
             pass  # read-only cache directory: parse again next time
