@@ -13,6 +13,10 @@ general         1 d     anything else (serialised Hyperscan databases)
 =============== ======= ==============================================
 
 One directory is shared by every worker process and persists across runs.
+During a pipeline run the workers only read it: their new entries travel to
+the writer process, which writes them in a few large transactions
+(:meth:`ClassifierCache.defer_disk_writes`), so no worker ever sleeps in
+SQLite's busy handler waiting for the other's write lock.
 Lookups are made per chunk: the LRU answers what it can, and everything it
 misses is fetched with a single SQL query; new values are written in one
 transaction per chunk.  A diskcache ``get`` costs 20-50 us and a ``set`` far
@@ -118,9 +122,14 @@ class ClassifierCache:
         self._lru = {ns: _LRU(min(lru_size, LRU_LIMITS.get(ns, lru_size))) for ns in self.ttls}
         self._counts = {ns: [0, 0, 0] for ns in self.ttls}  # lru hits, disk hits, misses
         self._written = 0
-        # Disk keys the latest batch read found no row for (not even an
-        # expired one): writing them right after needs no DELETE first.
+        # Disk keys (namespace-prefixed) that batch reads found no row for,
+        # not even an expired one, until written: writing them needs no
+        # DELETE first.  Kept across namespaces: a chunk's verdicts are
+        # written after its enrichment lookups.
         self._absent: set = set()
+        # Disk writes of one namespace collected for another process.
+        self._deferred_ns: frozenset = frozenset()
+        self._deferred: dict = {}
 
     # -- disk ---------------------------------------------------------------
 
@@ -157,7 +166,9 @@ class ClassifierCache:
                         got = disk.get(key)
                         if isinstance(got, bytes):
                             found[key] = got
-            self._absent = set(keys) - present
+            if len(self._absent) > 100_000:  # keys read but never written
+                self._absent.clear()
+            self._absent.update(k for k in keys if k not in present)
         except Exception:  # noqa: BLE001 - a schema we do not know: per-key API
             self._absent = set()
             for key in keys:
@@ -166,12 +177,14 @@ class ClassifierCache:
                     found[key] = got
         return found
 
-    def _disk_set_many(self, disk, items: list, ttl: float, now: float) -> None:
+    def _disk_set_many(self, disk, items: list, ttl: float, now: float, absent=None) -> None:
         # One transaction; rows laid out as diskcache's own set() writes them
         # (inline raw bytes), so its triggers keep count and size right.
+        # ``absent``: keys known to have no row, which need no DELETE first.
         try:
             with disk.transact():
-                absent = self._absent
+                if absent is None:
+                    absent = self._absent
                 keys = [k for k, _ in items if k not in absent]
                 for i in range(0, len(keys), _SQL_BATCH):
                     part = keys[i : i + _SQL_BATCH]
@@ -190,7 +203,7 @@ class ClassifierCache:
             with disk.transact():
                 for key, value in items:
                     disk.set(key, value, expire=ttl)
-        self._absent = set()
+        self._absent.difference_update(k for k, _ in items)
         self._written += len(items)
         if self._written >= _CULL_EVERY:
             self._written = 0
@@ -241,12 +254,66 @@ class ClassifierCache:
         lru = self._lru[ns]
         for key, value in mapping.items():
             lru.put(key, value, now + ttl)
+        if ns in self._deferred_ns and self.directory is not None:
+            prefix = ns + ":"
+            absent = self._absent
+            out = self._deferred.setdefault(ns, [])
+            for k, v in mapping.items():
+                dkey = prefix + k
+                out.append((dkey, _encode(v), dkey in absent))
+                absent.discard(dkey)
+            return
         disk = self._cache() if self.enabled else None
         if disk is not None:
             prefix = ns + ":"
             self._disk_set_many(
                 disk, [(prefix + k, _encode(v)) for k, v in mapping.items()], ttl, now
             )
+
+    # -- one writing process ------------------------------------------------
+
+    def defer_disk_writes(self, *namespaces: str) -> None:
+        """Collect the disk writes of ``namespaces`` (default: all) for
+        :meth:`take_deferred` instead of making them (the LRU is still
+        updated).
+
+        A pipeline worker hands them to the writer process, which makes them
+        with :meth:`write_deferred`: with one process writing the cache,
+        workers never wait on each other's write transactions (SQLite has
+        one writer at a time; its busy handler sleeps in 1-100 ms steps).
+        """
+        unknown = set(namespaces) - set(self.ttls)
+        if unknown:
+            raise ValueError(f"unknown cache namespace(s): {', '.join(sorted(unknown))}")
+        self._deferred_ns = frozenset(namespaces or self.ttls)
+        self._deferred = {}
+
+    def take_deferred(self):
+        """``[(namespace, ttl, [(disk_key, value_bytes, absent), ...]), ...]``
+        of the writes collected since the last call, or None."""
+        if not self._deferred:
+            return None
+        taken = [(ns, self.ttls[ns], items) for ns, items in self._deferred.items()]
+        self._deferred = {}
+        return taken
+
+    def write_deferred(self, taken: list) -> int:
+        """Write a list of what :meth:`take_deferred` returned (in any
+        process): one transaction per TTL.  Returns the rows written."""
+        disk = self._cache() if self.enabled else None
+        if disk is None or not taken:
+            return 0
+        now = time.time()
+        by_ttl: dict = {}
+        for part in taken:
+            for _ns, ttl, items in part:
+                by_ttl.setdefault(ttl, []).extend(items)
+        n = 0
+        for ttl, items in by_ttl.items():
+            absent = {k for k, _, gone in items if gone}
+            self._disk_set_many(disk, [(k, v) for k, v, _ in items], ttl, now, absent)
+            n += len(items)
+        return n
 
     def stats(self) -> dict:
         """Per namespace: ``hits`` (LRU + disk), ``lru_hits``, ``disk_hits``, ``misses``."""

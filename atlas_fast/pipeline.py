@@ -152,6 +152,8 @@ def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_ju
 def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, parent_pid):
     metrics = PerformanceMetrics.get_instance()
     cache_counts: dict = {}
+    # New cache entries go to the writer process, the cache's one writer.
+    classifier.cache.defer_disk_writes()
     buffers = [memoryview(s) for s in slots]
     chunks = _pause_gc()
     while True:
@@ -205,6 +207,9 @@ def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, pa
                 _scrub(records)
                 data = encode_batch(batch)
         out_queue.put(data)
+        deferred = classifier.cache.take_deferred()
+        if deferred is not None:
+            out_queue.put(("cache", deferred))
         # Nothing of this chunk stays alive while the next one is parsed.
         del records, batch, data
 
@@ -666,9 +671,10 @@ class _Run:
         self.task_queue = ctx.Queue()
         self.free_queue = ctx.Queue()
         parent = os.getpid()
+        cache = self.classifier.cache
         self._writer_setup.begin(
             self.db, self.run_id, self.source, self.start_offset, self.settings.batch_size,
-            self.rebuild_indexes)
+            self.rebuild_indexes, cache.directory if cache.enabled else None)
         # Children must not see SIGINT before they have set it to ignored:
         # block it across fork, the child unblocks after installing SIG_IGN.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -921,8 +927,10 @@ class _WriterProcess:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._setup_recv.close()
 
-    def begin(self, db, run_id, source, start_offset, batch_size, rebuild_indexes) -> None:
-        self._setup_send.send((db, run_id, source, start_offset, batch_size, rebuild_indexes))
+    def begin(self, db, run_id, source, start_offset, batch_size, rebuild_indexes,
+              cache_dir=None) -> None:
+        self._setup_send.send(
+            (db, run_id, source, start_offset, batch_size, rebuild_indexes, cache_dir))
         self._setup_send.close()
         self.began = True
 
@@ -956,9 +964,9 @@ def _writer_entry(setup, in_queue, ack_queue, parent_pid):
     setup.close()
     if args is None:
         return  # the run failed before it began
-    db, run_id, source, start_offset, batch_size, rebuild_indexes = args
+    db, run_id, source, start_offset, batch_size, rebuild_indexes, cache_dir = args
     run_writer(db, run_id, source, start_offset, batch_size, in_queue, ack_queue, parent_pid,
-               rebuild_indexes)
+               rebuild_indexes, cache_dir)
 
 
 def _trim_heap() -> None:

@@ -100,6 +100,48 @@ class WriterStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+_CACHE_FLUSH_ROWS = 2048
+
+
+class _CacheWrites:
+    """The classification cache's writes, batched: the writer is the one
+    process that writes it during a run (workers only read)."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.cache = None
+        self.pending: list = []
+        self.rows = 0
+
+    def add(self, entries) -> None:
+        if self.directory is None:
+            return
+        self.pending.append(entries)
+        self.rows += sum(len(items) for _ns, _ttl, items in entries)
+        if self.rows >= _CACHE_FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        with monitor_operation("cache", "store"):
+            if self.cache is None:
+                from .cache import ClassifierCache
+
+                self.cache = ClassifierCache(self.directory)
+            try:
+                self.cache.write_deferred(self.pending)
+            except Exception:  # noqa: BLE001 - a cache is never worth failing a run
+                pass
+        self.pending = []
+        self.rows = 0
+
+    def close(self) -> None:
+        self.flush()
+        if self.cache is not None:
+            self.cache.close()
+
+
 class _ResumeTracker:
     """Chunks arrive out of order; the resume point only moves over a
     contiguous prefix of fully committed chunks."""
@@ -117,7 +159,7 @@ class _ResumeTracker:
 
 
 def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_queue, parent_pid,
-               rebuild_indexes=False):
+               rebuild_indexes=False, cache_dir=None):
     """Entry point of the writer process.
 
     Reads encoded batches from ``in_queue`` until a ``None`` sentinel, then
@@ -127,6 +169,9 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
     of the writer and of the workers' batches it received.  On an error it puts ``("error", text)``
     and exits non-zero.  With ``rebuild_indexes`` (a bulk load into an empty
     table, whose secondary indexes the parent dropped) it builds them once at
+    the end.  Workers also send ``("cache", entries)``: verdicts for the
+    classification cache in ``cache_dir``, which this process writes (see
+    ``ClassifierCache.defer_disk_writes``) every ``_CACHE_FLUSH_ROWS`` and at
     the end.
     """
     stats = WriterStats()
@@ -146,6 +191,7 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
         # SQLite's own evaluation of them was ~40 % of the insert's CPU.
         conn.exec("PRAGMA ignore_check_constraints = ON")
         tracker = _ResumeTracker(start_offset)
+        cache_writes = _CacheWrites(cache_dir)
         # Received chunks whose rows are not all committed, in arrival order.
         pending: list[RecordCursor] = []
         pending_rows = 0
@@ -203,6 +249,9 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
                 continue
             if data is None:
                 break
+            if type(data) is tuple:  # ("cache", entries) from a worker
+                cache_writes.add(data[1])
+                continue
             t0 = time.perf_counter()
             with monitor_operation("decode", "batch"):
                 cursor = open_batch(data)
@@ -217,6 +266,7 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
                 commit(batch_size)
         if pending:
             commit(pending_rows)
+        cache_writes.close()
         if rebuild_indexes:
             with monitor_operation("write", "index"):
                 ensure_indexes(conn)

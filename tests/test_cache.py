@@ -82,3 +82,38 @@ def test_in_process_lru_is_bounded_per_namespace():
     assert held["domain"] == 3_000
     # The newest entries are the ones kept.
     assert c.get_many("classification", ["key-3999", "key-0"]) == {"key-3999": [3999]}
+
+
+def test_deferred_writes_are_made_by_another_instance(tmp_path):
+    # A worker defers its disk writes; the writer process makes them.
+    worker = ClassifierCache(tmp_path)
+    worker.defer_disk_writes()
+    assert worker.get_many("classification", ["new", "old"]) == {}
+    other = ClassifierCache(tmp_path)
+    other.set_many("classification", {"old": ["ham"]})  # a row the worker did not see
+    worker.set_many("classification", {"new": ["spam"], "old": ["spam"]})
+    worker.set_many("domain", {"mail.example.com": "example.com"})
+    assert worker.get_many("classification", ["new"]) == {"new": ["spam"]}  # the LRU has it
+    fresh = ClassifierCache(tmp_path)
+    assert fresh.get_many("classification", ["new"]) == {}  # not on disk yet
+    taken = worker.take_deferred()
+    assert worker.take_deferred() is None
+    assert {ns for ns, _ttl, _items in taken} == {"classification", "domain"}
+    writer = ClassifierCache(tmp_path)
+    assert writer.write_deferred([taken]) == 3
+    fresh.clear_memory()
+    # 'old' was written by another process after the worker saw it absent:
+    # that row stays (a key's value is a function of the key), never doubled.
+    assert fresh.get_many("classification", ["new", "old"]) == {"new": ["spam"], "old": ["ham"]}
+    assert fresh.get_many("domain", ["mail.example.com"]) == {"mail.example.com": "example.com"}
+    assert len(writer._cache()) == 3
+
+
+def test_deferred_writes_of_a_disabled_cache_are_nothing(tmp_path):
+    c = ClassifierCache(tmp_path, enabled=False)
+    c.defer_disk_writes()
+    c.set_many("classification", {"k": [1]})
+    c.set_many("domain", {"h": "d"})
+    assert c.take_deferred() is None
+    with pytest.raises(ValueError, match="unknown cache namespace"):
+        c.defer_disk_writes("nope")

@@ -296,3 +296,29 @@ def test_sample_verdicts(tmp_db):
     assert [g[0] for g in got] == ["ham", "spam", "spam", "ham", "spam", "ham"]
     assert [g[1] for g in got] == [None, "advance_fee", "phishing", None, "auto_warranty", None]
     assert all(g[2] in ("rule", "model") for g in got)
+
+
+def test_persistent_cache_filled_by_one_run_serves_the_next(tmp_path):
+    """Workers read the cache and the writer process writes it: a second
+    run over the same mail finds every verdict, and verdicts match a run
+    without the cache."""
+    mbox = corpus_file("spamassassin-test-spam.mbox.gz")
+    cache = tmp_path / "cache"
+    runs = {}
+    for name, kwargs in (("cold", dict(cache=cache)), ("warm", dict(cache=cache)),
+                         ("off", dict(cache=False))):
+        db = tmp_path / f"{name}.sqlite"
+        summary = process_mbox(mbox, db, workers=2, **kwargs)
+        conn = sqlite3.connect(db)
+        runs[name] = conn.execute(
+            'SELECT "offset", label, category, score, rule_id, reasons, registered_domain,'
+            ' origin_ip, origin_country, spf, dkim, dmarc FROM messages ORDER BY "offset"'
+        ).fetchall()
+        runs[name + ":cache"] = dict(
+            (ns, (hits, misses)) for ns, hits, misses in
+            conn.execute("SELECT namespace, hits, misses FROM run_cache"))
+        conn.close()
+        assert summary.messages == len(runs[name]) == 385
+    assert runs["cold:cache"]["classification"] == (0, 385)
+    assert runs["warm:cache"]["classification"] == (385, 0)
+    assert runs["cold"] == runs["warm"] == runs["off"]
