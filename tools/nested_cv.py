@@ -86,13 +86,13 @@ def main(argv=None):
     out = {"params": msgspec.structs.asdict(params), "reps": args.reps}
     for name, sel in (("all", np.ones(len(y), dtype=bool)), ("spamassassin", is_sa)):
         ham, spam = sel & (y < 0.5), sel & (y > 0.5)
-        fp = int(pred[:, ham].sum())
-        tp = int(pred[:, spam].sum())
+        fp, tp = int(pred[:, ham].sum()), int(pred[:, spam].sum())
+        n_ham, n_spam = int(ham.sum()) * args.reps, int(spam.sum()) * args.reps
         out[name] = {
             "false_positives": fp,
-            "ham": int(ham.sum()) * args.reps,
-            "ham_fpr_pct": round(100 * fp / (ham.sum() * args.reps), 3),
-            "spam_recall_pct": round(100 * tp / (spam.sum() * args.reps), 2),
+            "ham": n_ham,
+            "ham_fpr_pct": round(100 * fp / n_ham, 3),
+            "spam_recall_pct": round(100 * tp / n_spam, 2),
         }
     print(msgspec.json.format(msgspec.json.encode(out)).decode())
 
