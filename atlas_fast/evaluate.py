@@ -43,6 +43,14 @@ class TrainParams(msgspec.Struct, frozen=True):
     # Weight of a ham message relative to a balanced class weighting: above 1
     # the fit works harder on the ham tail, where the threshold sits.
     ham_weight: float = 1.0
+    # Number of SGD runs (visiting orders seeded ``seed + 1000*j``) whose
+    # weights are averaged into the one linear model: less variance in the
+    # ham tail, where the threshold sits.  Chosen by nested CV on the train
+    # files (tools/nested_cv.py: the whole procedure, threshold included, on
+    # held-out folds; 5 folds x 2 repetitions), SpamAssassin ham FPR / spam
+    # recall: 1 run 0.163 % / 95.27 %, 3 runs 0.118 % / 96.13 %, 5 runs
+    # 0.148 % / 96.29 %; 3 runs with target_fpr 0.0013: 0.163 % / 96.79 %.
+    averaged_runs: int = 3
 
 
 def read_messages(paths) -> list:
@@ -94,8 +102,17 @@ def fit_logistic(csr, y, params: TrainParams, seed: int) -> np.ndarray:
     """Weights (``2**nbits`` + bias) of L2 logistic regression, by AdaGrad SGD.
 
     Classes are weighted to balance; the visiting order comes from
-    ``numpy.random.default_rng(seed)``, so the result is reproducible.
+    ``numpy.random.default_rng(seed)``, so the result is reproducible.  With
+    ``params.averaged_runs`` > 1 the weights of that many runs, seeded
+    ``seed``, ``seed + 1000``, ..., are averaged.
     """
+    runs = [_fit_once(csr, y, params, seed + 1000 * j) for j in range(max(1, params.averaged_runs))]
+    if len(runs) == 1:
+        return runs[0]
+    return np.mean(runs, axis=0)
+
+
+def _fit_once(csr, y, params: TrainParams, seed: int) -> np.ndarray:
     from ._features import sgd_train
 
     y = np.asarray(y, dtype=np.float64)

@@ -1,0 +1,101 @@
+"""Estimate what the training procedure gives on unseen mail, from the train files only.
+
+    python tools/nested_cv.py [--corpus ../shared/corpus] [--reps 2] [--averaged-runs N]
+                              [--target-fpr F]
+
+Nested cross-validation: the train files (SpamAssassin and CSDMC2010, ham and
+spam) are split into 5 stratified outer folds.  For each outer fold the whole
+procedure of :func:`atlas_fast.evaluate.train_model` runs on the other four:
+inner 5-fold CV for out-of-fold margins, the threshold at ``target_fpr`` of
+those margins, the final fit on all four folds.  That model and threshold
+then classify the held-out fold, with rule exits (a built-in rule at or above
+the exit confidence decides spam) as the classifier applies them.  Counts are
+pooled over folds and repetitions, for all messages and for the
+SpamAssassin messages alone (the test split of issue 3 is SpamAssassin mail).
+
+The test split is never read.
+"""
+import argparse
+import os
+import sys
+
+import msgspec
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from atlas_fast.evaluate import (  # noqa: E402
+    TrainParams, _margins, _rows, _threshold_margin, featurize, fit_logistic, read_messages,
+)
+from atlas_fast.rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, load_rules  # noqa: E402
+
+
+def _folds(y, k, seed):
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for label in (0, 1):
+        idx = np.flatnonzero(y == label)
+        fold[idx] = rng.permutation(len(idx)) % k
+    return fold
+
+
+def _procedure(csr, y, params, seed):
+    """Weights and threshold margin, as train_model makes them from (csr, y)."""
+    fold = _folds(y, params.folds, seed + 1)
+    oof = np.empty(len(y))
+    for k in range(params.folds):
+        tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        w = fit_logistic(_rows(csr, tr), y[tr], params, seed + 2 + k)
+        oof[te] = _margins(_rows(csr, te), w)
+    return fit_logistic(csr, y, params, seed), _threshold_margin(oof, y, params.target_fpr)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", default=os.path.join(HERE, "..", "..", "shared", "corpus"))
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--averaged-runs", type=int, default=None)
+    ap.add_argument("--target-fpr", type=float, default=None)
+    args = ap.parse_args(argv)
+    params = TrainParams()
+    if args.averaged_runs is not None:
+        params = msgspec.structs.replace(params, averaged_runs=args.averaged_runs)
+    if args.target_fpr is not None:
+        params = msgspec.structs.replace(params, target_fpr=args.target_fpr)
+    msgs, labels, is_sa = [], [], []
+    for label, kind in ((0, "ham"), (1, "spam")):
+        for name in ("spamassassin", "csdmc2010"):
+            part = read_messages([os.path.join(args.corpus, f"{name}-train-{kind}.mbox.gz")])
+            msgs += part
+            labels += [label] * len(part)
+            is_sa += [name == "spamassassin"] * len(part)
+    y, is_sa = np.array(labels, dtype=np.float64), np.array(is_sa)
+    rules = load_rules()
+    ruleset = RuleSet(rules)
+    hits = [h for i in range(0, len(msgs), 1000) for h in ruleset.scan_chunk(msgs[i : i + 1000])]
+    exits = np.array([any(rules[j].confidence >= DEFAULT_EXIT_CONFIDENCE for j in h) for h in hits])
+    csr = featurize(msgs, params.nbits)
+    pred = np.zeros((args.reps, len(y)), dtype=bool)
+    for rep in range(args.reps):
+        outer = _folds(y, 5, 11 + rep)
+        for k in range(5):
+            tr, te = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
+            w, thr = _procedure(_rows(csr, tr), y[tr], params, (11 + rep) * 100 + k)
+            pred[rep, te] = (_margins(_rows(csr, te), w) >= thr) | exits[te]
+    out = {"params": msgspec.structs.asdict(params), "reps": args.reps}
+    for name, sel in (("all", np.ones(len(y), dtype=bool)), ("spamassassin", is_sa)):
+        ham, spam = sel & (y < 0.5), sel & (y > 0.5)
+        fp, tp = int(pred[:, ham].sum()), int(pred[:, spam].sum())
+        n_ham, n_spam = int(ham.sum()) * args.reps, int(spam.sum()) * args.reps
+        out[name] = {
+            "false_positives": fp,
+            "ham": n_ham,
+            "ham_fpr_pct": round(100 * fp / n_ham, 3),
+            "spam_recall_pct": round(100 * tp / n_spam, 2),
+        }
+    print(msgspec.json.format(msgspec.json.encode(out)).decode())
+
+
+if __name__ == "__main__":
+    main()
