@@ -53,7 +53,7 @@ def test_plain_python_end_to_end(benchmark, mbox_50k, tmp_path):
     def setup():
         return (small, _fresh_db(tmp_path)), {}
 
-    n = benchmark.pedantic(process_plain_python, setup=setup, rounds=1, iterations=1)
+    n = benchmark.pedantic(process_plain_python, setup=setup, rounds=3, iterations=1)
     assert n == 5_000
     record_rate(benchmark, "plain Python end to end", 5_000)
 

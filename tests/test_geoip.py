@@ -71,3 +71,18 @@ def test_table_is_compact(tables):
     assert table._first.itemsize == 4 and table._netlen.itemsize == 1
     assert table._country.itemsize == 2
     assert len(table._first) == len(table._netlen) == len(table._country) > 100_000
+
+
+def test_compact_file_round_trips_and_damage_means_rebuild(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATLAS_RULES_CACHE_DIR", str(tmp_path))
+    built = CountryTable()
+    (saved,) = tmp_path.glob("geoip-*.bin")
+    loaded = CountryTable()
+    assert (loaded._first, loaded._netlen, loaded._country, loaded._codes) == (
+        built._first, built._netlen, built._country, built._codes)
+    data = saved.read_bytes()
+    for junk in (data[:-1], data[:-7] + b"\x00" * 7, b"not a table"):
+        saved.write_bytes(junk)
+        again = CountryTable()
+        assert again.country("8.8.8.8") == built.country("8.8.8.8") == "US"
+        assert len(again) == len(built)
