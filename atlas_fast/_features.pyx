@@ -1016,9 +1016,11 @@ cpdef list enrichment_features(object enrichment):
 
 
 cpdef list model_extras_chunk(list enrich, list hits, list rule_features, list idx):
-    """:func:`atlas_fast.classify.model_extras` for the messages ``idx``:
-    each one's :func:`enrichment_features` and ``rule_features[j]``
-    (``"rule:<ID>"``) for each rule ``j`` it hits."""
+    """Whole-string model features of the messages ``idx``: each one's
+    :func:`enrichment_features`, then ``rule_features[j]`` (``"rule:<ID>"``,
+    ``RuleSet.rule_features``) for each rule ``j`` it hits, so that rules
+    below the exit confidence still count as evidence.  Training and
+    classifying both build their extras here."""
     cdef list out = [None] * len(idx), feats
     cdef Py_ssize_t k, i
     for k in range(len(idx)):

@@ -21,19 +21,9 @@ from .monitor import PerformanceMetrics, monitor_operation
 from .monitor import is_enabled as monitor_enabled
 from .rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, load_rules, render_chunk
 
-__all__ = ["Verdict", "Classifier", "TOP_FEATURES", "model_extras"]
+__all__ = ["Verdict", "Classifier", "TOP_FEATURES"]
 
 TOP_FEATURES = 3
-
-
-def model_extras(enrichment, hits, rules) -> list:
-    """Whole-string model features of one message: its enrichment and the
-    ids of the rules it hits (``rule:<ID>``), so that rules below the exit
-    confidence still count as evidence."""
-    out = enrichment.features()
-    for j in hits:
-        out.append("rule:" + rules[j].id)
-    return out
 
 
 class Verdict(msgspec.Struct, array_like=True, gc=False):
@@ -101,7 +91,6 @@ class Classifier:
         self.featurizer = self.model.featurizer()
         self.enricher = Enricher(self.cache)
         self._weights = self.model.weights
-        self._rule_features = ["rule:" + r.id for r in self.ruleset.rules]
         self._bias = float(self.model.header.bias)
         self._threshold_margin = self.model.threshold_margin
         ident = (self.model.digest + self.ruleset.digest).encode()
@@ -187,7 +176,7 @@ class Classifier:
             glue = time.perf_counter() - glue_start
             with monitor_operation("model", "score"):
                 sub = [msgs[i] for i in model_idx]
-                extras = model_extras_chunk(enrich, hits, self._rule_features, model_idx)
+                extras = model_extras_chunk(enrich, hits, self.ruleset.rule_features, model_idx)
                 tm = self._threshold_margin
                 margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
                                                       TOP_FEATURES, tm)

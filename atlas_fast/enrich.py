@@ -9,7 +9,6 @@ geographic, auth) in chunk-sized batches.
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
@@ -52,7 +51,7 @@ def _load_suffix_list():
     import publicsuffixlist
     from publicsuffixlist import PublicSuffixList
 
-    from .rules import _compiled_dir
+    from .rules import _compiled_dir, read_checked, write_checked
 
     where = _compiled_dir()
     path = None
@@ -61,24 +60,15 @@ def _load_suffix_list():
             st = os.stat(publicsuffixlist.PSLFILE)
             key = f"{publicsuffixlist.__version__}-{st.st_size}-{st.st_mtime_ns}"
             path = os.path.join(where, f"psl-{key}.txt")
-            with open(path, encoding="utf-8") as f:
-                digest, _, text = f.read().partition("\n")
-            if hashlib.sha256(text.encode()).hexdigest() == digest:
-                return PublicSuffixList(source=text, accept_encoded_idn=False)
-        except (OSError, AttributeError, UnicodeDecodeError):
-            pass  # not written yet, or an unusual install: parse the list
+        except (OSError, AttributeError):
+            pass  # an unusual install: parse the list every time
+    text = read_checked(path) if path else None  # None also when damaged
+    if text is not None:
+        return PublicSuffixList(source=text.decode(), accept_encoded_idn=False)
     psl = PublicSuffixList()
     rules = getattr(psl, "_publicsuffix", None)
     if path and isinstance(rules, frozenset):
-        try:
-            os.makedirs(where, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            text = "\n".join(sorted(rules))
-            with open(tmp, "w", encoding="utf-8") as f:  # a damaged file is re-parsed
-                f.write(hashlib.sha256(text.encode()).hexdigest() + "\n" + text)
-            os.replace(tmp, path)  # atomic for concurrent runs
-        except OSError:
-            pass  # read-only cache directory: parse again next time
+        write_checked(path, "\n".join(sorted(rules)).encode())
     return psl
 
 

@@ -68,9 +68,8 @@ def read_messages(paths) -> list:
 def featurize(msgs: list, nbits: int, header_allow=None):
     """CSR features of messages, with enrichment and rule-hit features, as the
     classifier makes them."""
-    from ._features import Featurizer
+    from ._features import Featurizer, model_extras_chunk
     from .cache import ClassifierCache
-    from .classify import model_extras
     from .enrich import Enricher
     from .model import HEADER_ALLOW
     from .rules import RuleSet, load_rules
@@ -81,8 +80,8 @@ def featurize(msgs: list, nbits: int, header_allow=None):
     for i in range(0, len(msgs), 1000):
         part = msgs[i : i + 1000]
         hits = ruleset.scan_chunk(part)
-        for e, h in zip(enricher.enrich_chunk(part), hits):
-            extras.append(model_extras(e, h, ruleset.rules))
+        extras.extend(model_extras_chunk(enricher.enrich_chunk(part), hits,
+                                         ruleset.rule_features, list(range(len(part)))))
     allow = HEADER_ALLOW if header_allow is None else header_allow
     return Featurizer(nbits, frozenset(allow)).csr(msgs, extras)
 

@@ -86,33 +86,31 @@ class CountryTable:
     # of its arrays; a damaged one is rebuilt, never used.
 
     def _save_compact(self, where: str) -> None:
-        body = self._first.tobytes() + self._netlen.tobytes() + self._country.tobytes()
-        head = json.dumps({"sha256": hashlib.sha256(body).hexdigest(), "n": len(self._first),
-                           "codes": self._codes}).encode()
-        try:
-            os.makedirs(os.path.dirname(where), exist_ok=True)
-            tmp = f"{where}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(head + b"\n" + body)
-            os.replace(tmp, where)
-        except OSError:
-            pass  # read-only cache directory: build again next time
+        from .rules import write_checked
+
+        head = json.dumps({"n": len(self._first), "codes": self._codes}).encode()
+        write_checked(where, head + b"\n" + self._first.tobytes() + self._netlen.tobytes()
+                      + self._country.tobytes())
 
     def _load_compact(self, where: str) -> bool:
+        from .rules import read_checked
+
+        payload = read_checked(where)  # None when missing or damaged
+        if payload is None:
+            return False
+        head, _, body = payload.partition(b"\n")
         try:
-            with open(where, "rb") as f:
-                head, _, body = f.read().partition(b"\n")
             meta = json.loads(head)
             n = meta["n"]
-            if len(body) != 7 * n or hashlib.sha256(body).hexdigest() != meta["sha256"]:
-                return False
-            first, netlen, country = array("I"), array("B"), array("H")
-            first.frombytes(body[: 4 * n])
-            netlen.frombytes(body[4 * n : 5 * n])
-            country.frombytes(body[5 * n :])
             codes = tuple(meta["codes"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return False
+        if len(body) != 7 * n:
+            return False
+        first, netlen, country = array("I"), array("B"), array("H")
+        first.frombytes(body[: 4 * n])
+        netlen.frombytes(body[4 * n : 5 * n])
+        country.frombytes(body[5 * n :])
         self._first, self._netlen, self._country, self._codes = first, netlen, country, codes
         return True
 

@@ -323,7 +323,8 @@ def _hyperscan():
 
 def _compiled_dir() -> str | None:
     """Where compiled Hyperscan databases (and the Public Suffix List's
-    expanded rules, see ``enrich._load_suffix_list``) persist, like
+    expanded rules and the compact country table, see
+    ``enrich._load_suffix_list`` and ``geoip.CountryTable``) persist, like
     ``__pycache__``.
 
     Compiling the built-in rules takes seconds; a run must not pay that
@@ -360,15 +361,34 @@ def _load_compiled(hs, path: str):
     return _deserialize(hs, blob)
 
 
-def _save_compiled(hs, db, path: str) -> None:
+def write_compiled(path: str, data: bytes) -> None:
+    """Write a file of the compiled directory atomically (concurrent runs
+    never see half a file); a read-only directory just means building the
+    artefact again next time."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
-            f.write(hs.dumpb(db))
-        os.replace(tmp, path)  # atomic: concurrent runs never see half a file
+            f.write(data)
+        os.replace(tmp, path)
     except OSError:
-        pass  # read-only home: compile again next time
+        pass
+
+
+def write_checked(path: str, payload: bytes) -> None:
+    """:func:`write_compiled` with the payload's sha256 on a first line."""
+    write_compiled(path, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def read_checked(path: str) -> bytes | None:
+    """The payload :func:`write_checked` wrote, or None when the file is
+    missing, unreadable or damaged (its sha256 does not match)."""
+    try:
+        with open(path, "rb") as f:
+            digest, _, payload = f.read().partition(b"\n")
+    except OSError:
+        return None
+    return payload if hashlib.sha256(payload).hexdigest().encode() == digest else None
 
 
 def _hs_database(exprs, flags, owners, rules):
@@ -397,7 +417,7 @@ def _hs_database(exprs, flags, owners, rules):
         except hs.error:
             _raise_hyperscan_error(exprs, flags, owners, rules)
         if path is not None:
-            _save_compiled(hs, db, path)
+            write_compiled(path, hs.dumpb(db))
     _HS_MEMO[key] = db
     return db
 
@@ -620,6 +640,9 @@ class RuleSet:
         rules = list(rules)
         self.rules = [r for r in rules if not r.hint]
         self.hints = [r for r in rules if r.hint]
+        # Model features of rule hits: rules below the exit confidence still
+        # count as evidence (see _features.model_extras_chunk).
+        self.rule_features = ["rule:" + r.id for r in self.rules]
         self.exit_confidence = float(exit_confidence)
         for rule in rules:
             for pattern in rule.patterns:

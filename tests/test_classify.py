@@ -76,9 +76,8 @@ def test_classifying_does_not_import_numpy():
     assert out.stdout.strip() == "False"
 
 
-def test_compiled_model_extras_match_python():
+def test_model_extras():
     from atlas_fast._features import model_extras_chunk
-    from atlas_fast.classify import model_extras
     from atlas_fast.rules import render_chunk
 
     msgs = _msgs()
@@ -87,9 +86,10 @@ def test_compiled_model_extras_match_python():
     hits = clf.ruleset.scan_rendered(render_chunk(msgs))
     assert any(hits)
     idx = list(range(0, len(msgs), 2))
-    expected = [model_extras(enrich[i], hits[i], clf.ruleset.rules) for i in idx]
-    rule_features = ["rule:" + r.id for r in clf.ruleset.rules]
-    assert model_extras_chunk(enrich, hits, rule_features, idx) == expected
+    got = model_extras_chunk(enrich, hits, clf.ruleset.rule_features, idx)
+    for k, i in enumerate(idx):  # enrichment features first, then one per rule hit
+        rules = ["rule:" + clf.ruleset.rules[j].id for j in hits[i]]
+        assert got[k] == enrich[i].features() + rules
     # The order the model was trained with: enrichment, flags, then rules.
     from atlas_fast.enrich import Enrichment
 
