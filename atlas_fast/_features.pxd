@@ -49,6 +49,7 @@ cdef class Featurizer:
     cdef uint32_t seed_hdr
     cdef uint32_t seed_struct
     cdef dict hdr_memo
+    cdef list keep
 
     cdef int _push_str(self, const char *prefix, str text, float value=*) except -1
     cdef int _push_static(self, const char *name) except -1

@@ -19,7 +19,7 @@ do not swamp short ones.  URL paths add ``url_path:`` tokens (ids become
 ``#id``).
 """
 from cpython.unicode cimport PyUnicode_Check
-from libc.math cimport exp, log, sqrt
+from libc.math cimport exp, fabs, floor, log, sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, strlen
@@ -30,6 +30,7 @@ from atlas_fast._parser cimport ParsedMessage
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+    object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
 
 # Bump when tokenising or feature naming changes: a model trained with another
 # version would be scored against the wrong buckets.
@@ -179,6 +180,7 @@ cdef class Featurizer:
         self.seed_hdr = atlas_prefix_seed(P_HDR)
         self.seed_struct = atlas_prefix_seed(P_STRUCT)
         self.hdr_memo = {}
+        self.keep = []
 
     def __dealloc__(self):
         atlas_feats_free(&self.fb)
@@ -230,6 +232,10 @@ cdef class Featurizer:
         cdef bint html_only, has_html
         cdef int n_urls
         self.fb.n = 0
+        if self.keep:
+            # Strings made here whose UTF-8 the features of the message
+            # before point into (names are read after featurising).
+            self.keep = []
         if type(msg) is ParsedMessage:
             pm = <ParsedMessage>msg
             subject = pm.subject; from_name = pm.from_name; text = pm.text
@@ -292,7 +298,9 @@ cdef class Featurizer:
                 if fname:
                     dot = fname.rfind(".")
                     if 0 <= dot and len(fname) - dot <= 8:
-                        self._push_str(P_ATT_EXT, fname[dot + 1:])
+                        ext = fname[dot + 1:]
+                        self.keep.append(ext)
+                        self._push_str(P_ATT_EXT, ext)
 
         if content_type is not None and PyUnicode_Check(content_type):
             self._push_str(P_CTYPE, content_type)
@@ -300,6 +308,7 @@ cdef class Featurizer:
             # The product name only: versions are too specific to generalise.
             word = (<str>x_mailer).split(None, 1)
             if word:
+                self.keep.append(word[0])  # features point into its UTF-8
                 self._push_str(P_MAILER, word[0])
         if names:
             allow = self.header_allow
@@ -400,22 +409,35 @@ cdef class Featurizer:
         return 0
 
     cdef tuple _names(self, Py_ssize_t *order, int K):
+        # prefix + name, ASCII folded when the feature was, ',' -> '_' and
+        # '\n' -> ' ' (reasons are a comma-separated list), decoded as
+        # UTF-8 with replacement; built in a stack buffer, one decode each.
         cdef list names = []
         cdef atlas_feat *f
         cdef int k
-        cdef bytearray buf
-        cdef Py_ssize_t p
+        cdef char buf[512]
+        cdef Py_ssize_t p, n, plen, m
+        cdef unsigned char c
         for k in range(K):
             if order[k] < 0:
                 break
             f = &self.fb.items[order[k]]
-            buf = bytearray(f.prefix)
-            buf += f.name[:f.name_len]
-            if f.fold:
-                for p in range(len(buf)):
-                    if 65 <= buf[p] <= 90:
-                        buf[p] += 32
-            names.append(buf.decode("utf-8", "replace").replace(",", "_").replace("\n", " "))
+            plen = <Py_ssize_t>strlen(f.prefix)
+            m = f.name_len
+            if plen + m > 512:
+                m = 512 - plen
+            memcpy(buf, f.prefix, plen)
+            memcpy(buf + plen, f.name, m)
+            n = plen + m
+            for p in range(n):
+                c = <unsigned char>buf[p]
+                if c == 44:  # ','
+                    buf[p] = 95
+                elif c == 10:  # '\n'
+                    buf[p] = 32
+                elif f.fold and 65 <= c <= 90 and p >= plen:
+                    buf[p] = c + 32
+            names.append(PyUnicode_DecodeUTF8(buf, n, "replace"))
         return tuple(names)
 
 
@@ -1129,4 +1151,115 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
         _origin_flags(flags, pm.received, ip, origin_flags)
         out[i] = make(from_dom, ip, countries.get(ip) if ip else None, spf, dkim, dmarc,
                       tuple(url_doms), tuple(flags))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Verdicts of a chunk (see classify.Classifier._classify)
+# ---------------------------------------------------------------------------
+
+cpdef list rule_exits(list hits, const double[::1] confidence, double exit_confidence):
+    """Per message, the rule deciding it (the most confident hit at or above
+    ``exit_confidence``; the first such on a tie) or -1 when the model must."""
+    cdef Py_ssize_t m = len(hits), i, j, best
+    cdef double c, bc
+    cdef list out = [-1] * m
+    for i in range(m):
+        best = -1
+        bc = 0.0
+        for jo in <list>hits[i]:
+            j = jo
+            c = confidence[j]
+            if c >= exit_confidence and (best < 0 or c > bc):
+                best = j
+                bc = c
+        if best >= 0:
+            out[i] = best
+    return out
+
+
+cdef inline object _round6(double x):
+    # round(x, 6) for 0 <= x <= 1 without Python's decimal conversion (a
+    # third of a verdict's cost): n = x * 1e6 rounded to an integer, then
+    # n / 1e6, the double nearest n * 10**-6, which is what round() returns.
+    # Only when x * 1e6 lies within 1e-6 of a half-way point could the
+    # product's rounding error pick the wrong neighbour; round() decides
+    # those.
+    cdef double y, f
+    if not 0.0 <= x <= 1.0:
+        return round(x, 6)
+    y = x * 1e6
+    f = y - floor(y)
+    if fabs(f - 0.5) < 1e-6:
+        return round(x, 6)
+    return floor(y + 0.5) / 1e6
+
+
+def round6(double x):
+    """The verdicts' ``round(x, 6)`` (a test hook for the fast path)."""
+    return _round6(x)
+
+
+cdef str _reasons(list h, list rule_ids, tuple tops):
+    # SpamAssassin's tests= list: the rule ids hit, then the top features.
+    cdef list parts
+    if not h and not tops:
+        return ""
+    parts = [rule_ids[j] for j in h]
+    if tops:
+        parts.extend(tops)
+    return ",".join(parts)
+
+
+cpdef list chunk_verdicts(list hits, list enrich, list exits, list model_idx, object margins,
+                          list tops, double threshold, double calib_a, double calib_b,
+                          list rule_ids, const double[::1] confidence, list categories,
+                          object hint, object make):
+    """``make(label, category, score, decided_by, rule_id, reasons, *enrich[:6])``
+    for every message of a chunk.
+
+    ``exits[i]`` is the deciding rule of message ``i`` or -1
+    (:func:`rule_exits`); messages ``model_idx[k]`` have margin
+    ``margins[k]`` and top features ``tops[k]``.  A message is spam when its
+    margin is at least ``threshold``; its score is the calibrated
+    probability ``1 / (1 + exp(-(calib_a * margin + calib_b)))``.  A spam the
+    model decides takes the category of its most confident rule hit, else
+    ``hint(i)`` (the category hints), else ``"marketing"``.
+    """
+    cdef Py_ssize_t m = len(hits), i, k, j, r
+    cdef double z, s, bc
+    cdef const double[::1] mg = margins
+    cdef list out = [None] * m
+    cdef list h
+    cdef tuple e
+    for i in range(m):
+        r = exits[i]
+        if r < 0:
+            continue
+        e = <tuple>enrich[i]
+        out[i] = make("spam", categories[r], _round6(confidence[r]), "rule", rule_ids[r],
+                      _reasons(<list>hits[i], rule_ids, ()), e[0], e[1], e[2], e[3], e[4], e[5])
+    for k in range(len(model_idx)):
+        i = model_idx[k]
+        h = <list>hits[i]
+        z = mg[k]
+        s = calib_a * z + calib_b
+        s = -50.0 if s < -50.0 else 50.0 if s > 50.0 else s
+        s = 1.0 / (1.0 + exp(-s))
+        category = None
+        if z >= threshold:
+            if h:
+                r = -1
+                bc = 0.0
+                for jo in h:
+                    j = jo
+                    if r < 0 or confidence[j] > bc:
+                        r = j
+                        bc = confidence[j]
+                category = categories[r]
+            else:
+                category = hint(i) or "marketing"
+        e = <tuple>enrich[i]
+        out[i] = make("spam" if z >= threshold else "ham", category, _round6(s), "model", None,
+                      _reasons(h, rule_ids, <tuple>tops[k]), e[0], e[1], e[2], e[3], e[4], e[5])
     return out

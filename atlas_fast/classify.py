@@ -10,10 +10,11 @@ from __future__ import annotations
 import gc
 import os
 import time
+from array import array
 
 import msgspec
 
-from ._features import model_extras_chunk
+from ._features import chunk_verdicts, model_extras_chunk, rule_exits
 from .cache import ClassifierCache, default_cache_dir
 from .enrich import Enricher
 from .model import load_model
@@ -24,6 +25,7 @@ from .rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, load_rules, render_chunk
 __all__ = ["Verdict", "Classifier", "TOP_FEATURES"]
 
 TOP_FEATURES = 3
+_NO_MARGINS = array("d")
 
 
 class Verdict(msgspec.Struct, array_like=True, gc=False):
@@ -93,6 +95,10 @@ class Classifier:
         self._weights = self.model.weights
         self._bias = float(self.model.header.bias)
         self._threshold_margin = self.model.threshold_margin
+        rules = self.ruleset.rules
+        self._rule_ids = [r.id for r in rules]
+        self._categories = [r.category for r in rules]
+        self._confidence = array("d", [r.confidence for r in rules])
         ident = (self.model.digest + self.ruleset.digest).encode()
         self._seed = int.from_bytes(__import__("hashlib").sha256(ident).digest()[:8], "little")
 
@@ -150,54 +156,29 @@ class Classifier:
         return out
 
     def _classify(self, msgs: list, enrich: list) -> list:
-        rules = self.ruleset.rules
-        exit_conf = self.ruleset.exit_confidence
+        ruleset = self.ruleset
         with monitor_operation("rules", "scan"):
             rendered = render_chunk(msgs)
-            hits = self.ruleset.scan_rendered(rendered)
-        # Deciding and building verdicts, around the model call: one sample.
+            hits = ruleset.scan_rendered(rendered)
         glue_start = time.perf_counter()
-        out = [None] * len(msgs)
-        model_idx = []
-        for i, h in enumerate(hits):
-            best = None
-            for j in h:
-                if rules[j].confidence >= exit_conf and (
-                        best is None or rules[j].confidence > best.confidence):
-                    best = rules[j]
-            if best is not None:
-                e = enrich[i]
-                out[i] = Verdict("spam", best.category, round(best.confidence, 6), "rule",
-                                 best.id, ",".join(rules[j].id for j in h),
-                                 e[0], e[1], e[2], e[3], e[4], e[5])
-            else:
-                model_idx.append(i)
+        exits = rule_exits(hits, self._confidence, ruleset.exit_confidence)
+        model_idx = [i for i, r in enumerate(exits) if r < 0]
+        glue = time.perf_counter() - glue_start
+        margins = _NO_MARGINS
+        tops = []
         if model_idx:
-            glue = time.perf_counter() - glue_start
             with monitor_operation("model", "score"):
-                sub = [msgs[i] for i in model_idx]
-                extras = model_extras_chunk(enrich, hits, self.ruleset.rule_features, model_idx)
-                tm = self._threshold_margin
+                sub = [msgs[i] for i in model_idx] if len(model_idx) < len(msgs) else msgs
+                extras = model_extras_chunk(enrich, hits, ruleset.rule_features, model_idx)
                 margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
-                                                      TOP_FEATURES, tm)
-                scores = self.model.scores(margins)
-                margins = margins.tolist()
-            glue_start = time.perf_counter() - glue
-            for k, i in enumerate(model_idx):
-                spam = margins[k] >= tm
-                h = hits[i]
-                reason_ids = [rules[j].id for j in h]
-                reason_ids.extend(tops[k])
-                category = None
-                if spam:
-                    if h:
-                        category = max((rules[j] for j in h), key=lambda r: r.confidence).category
-                    else:
-                        category = self.ruleset.hint_category_at(rendered, i) or "marketing"
-                e = enrich[i]
-                out[i] = Verdict("spam" if spam else "ham", category,
-                                 round(scores[k], 6), "model", None,
-                                 ",".join(reason_ids), e[0], e[1], e[2], e[3], e[4], e[5])
+                                                      TOP_FEATURES, self._threshold_margin)
+        # Deciding and building verdicts, around the model call: one sample.
+        glue_start = time.perf_counter() - glue
+        header = self.model.header
+        out = chunk_verdicts(hits, enrich, exits, model_idx, margins, tops,
+                             self._threshold_margin, header.calib_a, header.calib_b,
+                             self._rule_ids, self._confidence, self._categories,
+                             lambda i: ruleset.hint_category_at(rendered, i), Verdict)
         if monitor_enabled():
             PerformanceMetrics.get_instance().record(
                 "classify", "verdicts", (time.perf_counter() - glue_start) * 1e3)

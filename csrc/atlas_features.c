@@ -8,6 +8,9 @@
 #define _GNU_SOURCE /* memmem */
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "atlas_features.h"
 #include "common.h"
@@ -169,8 +172,6 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
             h = (h ^ LOWER[c]) * 16777619u;
             h2 = (h2 ^ LOWER[c]) * 16777619u;
             kinds |= k;
-            up += (k >> 1) & 1;
-            let += (k >> 2) & 1;
             if (++i >= n) break;
             c = p[i];
             k = CLS[c];
@@ -197,6 +198,15 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
             prev_start = (long)start;
         }
         count++;
+    }
+    /* Letters only occur inside tokens, so the case counts of the bytes read
+     * are those of the tokens; a separate loop over them vectorises, where
+     * two counters in the token loop cost two of its ~ten instructions per
+     * byte. */
+    for (start = 0; start < i; start++) {
+        uint8_t c = p[start];
+        up += (uint8_t)(c - 'A') < 26;
+        let += (uint8_t)((c | 32) - 'a') < 26;
     }
     *upper += up;
     *letters += let;
@@ -429,12 +439,13 @@ static int dotted_quad_name(const uint8_t *q, size_t n) {
 int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns) {
     static const char *DYN[] = {"dsl", "dyn", "dial", "pool", "ppp", "cable", "dhcp", "client",
                                 "host"};
+    static const size_t DYN_LEN[] = {3, 3, 4, 4, 3, 5, 4, 6, 4};
     const uint8_t *p = (const uint8_t *)v;
-    uint8_t names[1024];
+    uint8_t names[1024], any = 0;
     size_t i, e, k, nn = 0, w;
     int rdns = 0;
-    for (i = 0; i < n; i++)
-        if (p[i] >= 128) return 2;
+    for (i = 0; i < n; i++) any |= p[i]; /* vectorises; an early exit would not */
+    if (any >= 128) return 2;
     while (n > 0 && py_space(p[n - 1])) n--;
     i = 0;
     while (i < n && py_space(p[i])) i++;
@@ -450,7 +461,8 @@ int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns) {
         }
     }
     if (e - i > sizeof(names)) return 2;
-    /* Host names only: bracketed literals ([1.2.3.4]) become a space. */
+    /* Host names only, lower-cased: bracketed literals ([1.2.3.4]) become a
+     * space. */
     for (k = i; k < e; k++) {
         if (p[k] == '[') {
             size_t r = k + 1;
@@ -461,11 +473,21 @@ int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns) {
                 continue;
             }
         }
-        names[nn++] = p[k];
+        names[nn++] = atlas_lower(p[k]);
     }
+    /* One pass for the access-network words, keyed on their first letter. */
     *dynamic = 0;
-    for (w = 0; w < sizeof(DYN) / sizeof(DYN[0]); w++)
-        if (has_ci(names, nn, DYN[w])) { *dynamic = 1; break; }
+    for (k = 0; k < nn && !*dynamic; k++) {
+        uint8_t c = names[k];
+        if (c != 'd' && c != 'p' && c != 'c' && c != 'h') continue;
+        for (w = 0; w < sizeof(DYN) / sizeof(DYN[0]); w++) {
+            size_t m = DYN_LEN[w];
+            if ((uint8_t)DYN[w][0] == c && k + m <= nn && memcmp(names + k, DYN[w], m) == 0) {
+                *dynamic = 1;
+                break;
+            }
+        }
+    }
     if (!*dynamic) *dynamic = dotted_quad_name(names, nn);
     /* A reverse name: "(" [ws] label-chars "." [a-z0-9.-] */
     for (k = i; k < e && !rdns; k++) {
@@ -486,13 +508,45 @@ int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns) {
 /* Each byte is stored unconditionally and the output only advances past a
  * whitespace byte that follows a non-whitespace one: no data-dependent
  * branch per byte (a branch per word boundary mispredicts about once a
- * word, which tripled the cost on ordinary prose). */
+ * word, which tripled the cost on ordinary prose).  With SSE2, a block of
+ * 16 bytes holding no run of two whitespace bytes (most blocks of prose) is
+ * copied whole, its whitespace replaced by spaces, in a few instructions;
+ * other blocks take the byte loop. */
 size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want) {
     const uint8_t *p = (const uint8_t *)s;
-    size_t i, out = 0;
+    size_t i = 0, out = 0, stop;
     unsigned prev_ws = 1, ws;
     if (UNLIKELY(!tables_ready)) init_tables();
-    for (i = 0; i < n && out < want; i++) {
+#ifdef __SSE2__
+    {
+        const __m128i space = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t');
+        const __m128i four = _mm_set1_epi8(4);
+        while (i + 16 <= n && out + 16 <= want) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+            __m128i t = _mm_sub_epi8(v, tab); /* \t..\r -> 0..4 */
+            __m128i w = _mm_or_si128(_mm_cmpeq_epi8(v, space),
+                                     _mm_cmpeq_epi8(_mm_min_epu8(t, four), t));
+            unsigned mask = (unsigned)_mm_movemask_epi8(w);
+            if (mask & ((mask << 1) | prev_ws)) {
+                /* A whitespace run starts or continues here: by bytes. */
+                for (stop = i + 16; i < stop; i++) {
+                    uint8_t c = p[i];
+                    ws = IS_WS[c];
+                    dst[out] = (char)SQUEEZED[c];
+                    out += 1u - (ws & prev_ws);
+                    prev_ws = ws;
+                }
+                continue;
+            }
+            _mm_storeu_si128((__m128i *)(dst + out),
+                             _mm_or_si128(_mm_andnot_si128(w, v), _mm_and_si128(w, space)));
+            out += 16;
+            i += 16;
+            prev_ws = mask >> 15;
+        }
+    }
+#endif
+    for (; i < n && out < want; i++) {
         uint8_t c = p[i];
         ws = IS_WS[c];
         dst[out] = (char)SQUEEZED[c]; /* a table load, not a branch */

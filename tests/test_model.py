@@ -86,6 +86,37 @@ def test_features_names_and_scores():
     assert feature_bucket("mailer:mutt/1.4", 12) in idx
 
 
+def test_reason_names_of_features_from_temporary_strings():
+    # The mailer's first word and an attachment's extension are strings made
+    # while featurising; their names are read after the whole chunk is
+    # scored, so they must outlive it (they once pointed into freed memory).
+    class M(Msg):
+        x_mailer = "Pegasus Mail for Windows (4.02)"
+        attachments = [("report.final.docm", None)]
+
+    f = Featurizer(12, frozenset())
+    w = np.zeros(1 << 12, np.float32)
+    w[feature_bucket("mailer:pegasus", 12)] = 9.0
+    w[feature_bucket("att_ext:docm", 12)] = 8.0
+    msgs = [M() for _ in range(200)]
+    _, reasons = f.score(msgs, [[f"pad:{'x' * k}"] for k in range(200)], w, 0.0, 2)
+    assert set(reasons) == {("mailer:pegasus", "att_ext:docm")}
+
+
+def test_score_rounding_matches_round():
+    import random
+
+    from atlas_fast._features import round6
+
+    rng = random.Random(7)
+    xs = [rng.random() for _ in range(200_000)]
+    xs += [k / 1e6 + 5e-7 for k in range(0, 1_000_000, 997)]  # half-way points
+    xs += [(k + 0.5) / 1e6 for k in range(0, 1_000_000, 991)]
+    xs += [0.0, 1.0, 5e-7, 1 - 5e-7, 0.9999995, 1e-300, -0.25, 1.5, float("inf")]
+    for x in xs:
+        assert round6(x) == round(x, 6), x
+
+
 def test_url_path_tokens_and_text_cap():
     class U(Msg):
         urls = ["http://Example.com/Buy/Cheap-Pills?id=12345678"]

@@ -167,6 +167,31 @@ def test_squeezed_text_matches_native_render():
         assert buf[off[0] : off[1] - 1] == squeeze_text(M.text.encode(), cap), (seed, M.text, cap)
 
 
+def test_squeezed_prose_matches_native_render():
+    # Long texts of words and single spaces take the 16-byte block path of
+    # the C squeeze; runs, neighbours of the whitespace bytes (\x08, \x0e,
+    # \x1f, '!') and caps anywhere in a block must give the same bytes.
+    import random
+
+    from atlas_fast._features import render_chunk
+    from atlas_fast.rules import squeeze_text
+
+    seed = 2027
+    rng = random.Random(seed)
+    words = ["a", "Zebra", "caf\u00e9", "\u20ac5", "x\x08y", "\x0e", "\x1f!", "\U0001f600"]
+    spaces = [" "] * 12 + ["\n", "\t", "\r", "\x0b", "\x0c", "  ", " \n\n", "\r\n"]
+    M = _message()
+    for _ in range(3000):
+        parts = []
+        for _ in range(rng.randint(0, 60)):
+            parts.append(rng.choice(words))
+            parts.append(rng.choice(spaces))
+        M.text = "".join(parts)[rng.randint(0, 3):]
+        cap = rng.choice([None, rng.randint(0, 400)])
+        buf, off = render_chunk([M], cap if cap is not None else 1 << 40)[2]
+        assert buf[off[0] : off[1] - 1] == squeeze_text(M.text.encode(), cap), (seed, M.text, cap)
+
+
 @pytest.mark.parametrize("engine", ["hyperscan", "re2"])
 def test_body_rules_see_squeezed_whitespace(tmp_path, engine):
     # A phrase broken over lines, tabs and runs of spaces still matches
