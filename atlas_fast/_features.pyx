@@ -18,6 +18,10 @@ Each field's tokens share a weight of ``1/sqrt(count)`` so that long messages
 do not swamp short ones.  URL paths add ``url_path:`` tokens (ids become
 ``#id``).
 """
+from cpython.list cimport PyList_AsTuple
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_Check
 from libc.math cimport exp, fabs, floor, log, sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
@@ -28,9 +32,15 @@ from array import array
 
 from atlas_fast._parser cimport ParsedMessage
 
+cdef extern from "common.h":
+    unsigned char atlas_lower(unsigned char c)
+
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    object PyUnicode_DecodeASCII(const char *s, Py_ssize_t size, const char *errors)
+    bint PyUnicode_IS_ASCII(object s)
+    PyObject *PyType_GenericAlloc(PyTypeObject *tp, Py_ssize_t n)
 
 # Bump when tokenising or feature naming changes: a model trained with another
 # version would be scored against the wrong buckets.
@@ -951,14 +961,16 @@ cdef int _date_flags(list flags, ParsedMessage pm) except -1:
     cdef long long a, b
     cdef double hours
     cdef unsigned char c, last = 0
-    cdef bytearray shape
+    cdef char shape[48]
+    cdef Py_ssize_t ns
     raw = pm.date_raw
     if raw is not None and PyUnicode_Check(raw):
         if pm.date is None:
             flags.append("date:bad")
         # Shape: letter runs -> "a", digit runs -> "9", others kept; 30 bytes.
         p = PyUnicode_AsUTF8AndSize(raw, &n)
-        shape = bytearray()
+        memcpy(shape, b"date_shape:", 11)
+        ns = 11
         for k in range(n):
             c = <unsigned char>p[k]
             if 48 <= c <= 57:
@@ -968,10 +980,11 @@ cdef int _date_flags(list flags, ParsedMessage pm) except -1:
             if (c == 57 or c == 97) and c == last:
                 continue
             last = c
-            shape.append(c)
-            if len(shape) >= 30:
+            shape[ns] = <char>c
+            ns += 1
+            if ns >= 41:
                 break
-        flags.append("date_shape:" + shape.decode("ascii", "replace"))
+        flags.append(PyUnicode_DecodeASCII(shape, ns, "replace"))
     if pm.date is not None and pm.received_date is not None:
         if _iso_seconds(pm.date, &a) and _iso_seconds(pm.received_date, &b):
             hours = (b - a) / 3600.0
@@ -1075,6 +1088,7 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
     cdef const char *lp
     cdef Py_ssize_t fdn
     cdef set url_flags
+    cdef bint plain = _plain_tuple_type(make)
     for i in range(m):
         pm = <ParsedMessage?>msgs[i]
         url_doms = []
@@ -1115,7 +1129,7 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
                     while k < n and 97 <= <unsigned char>(lp[k] | 32) <= 122:
                         k += 1
                     if k - t > 1:
-                        flags.append("from_local:" + lp[t:k].decode("ascii").lower())
+                        flags.append(_prefixed_lower(b"from_local:", 11, lp + t, k - t))
                     ntok += 1
                 else:
                     k += 1
@@ -1129,10 +1143,7 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
                     seen = True
                     break
             flags.append("rcv:from_dom_seen" if seen else "rcv:from_dom_absent")
-            mid = pm.message_id
-            mdom = (<str>mid).lower().strip("<>").partition("@")[2] if mid else ""
-            flags.append("mid:from_dom" if mdom and (mdom == from_dom
-                                                     or mdom.endswith("." + from_dom))
+            flags.append("mid:from_dom" if _mid_from_dom(pm.message_id, from_dom, fdp, fdn)
                          else "mid:other_dom")
         url_flags = set()
         for host in hosts:
@@ -1141,7 +1152,7 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
             else:
                 if (<str>host).count(".") >= 3:
                     url_flags.add("url:deep_host")
-                url_flags.add("url_tld:" + (<str>host).rpartition(".")[2])
+                url_flags.add(_url_tld(host))
         if url_flags:
             flags.extend(sorted(url_flags))
         flags.append(_ndom(len(hosts)))
@@ -1149,9 +1160,115 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
         _name_flags(flags, pm)
         ip = ips[i]
         _origin_flags(flags, pm.received, ip, origin_flags)
-        out[i] = make(from_dom, ip, countries.get(ip) if ip else None, spf, dkim, dmarc,
-                      tuple(url_doms), tuple(flags))
+        out[i] = _make8(make, plain, from_dom, ip, countries.get(ip) if ip else None, spf, dkim,
+                        dmarc, PyList_AsTuple(url_doms), PyList_AsTuple(flags))
     return out
+
+
+cdef bint _plain_tuple_type(object make):
+    # A tuple subclass with no state of its own (such as enrich.Enrichment):
+    # its instances can be filled in C.
+    return (isinstance(make, type) and issubclass(make, tuple)
+            and make.__basicsize__ == tuple.__basicsize__
+            and getattr(make, "__slots__", None) == ())
+
+
+cdef object _make8(object make, bint plain, object a, object b, object c, object d, object e,
+                   object f, object g, object h):
+    # make(a, ..., h), without a Python __new__ frame and an argument tuple
+    # per message when ``plain`` (see _plain_tuple_type).
+    cdef PyObject *raw
+    cdef object obj
+    if not plain:
+        return make(a, b, c, d, e, f, g, h)
+    raw = PyType_GenericAlloc(<PyTypeObject *>make, 8)
+    if raw == NULL:
+        raise MemoryError()
+    obj = <object>raw
+    Py_DECREF(obj)  # tp_alloc's reference; ``obj`` holds one
+    # SET_ITEM steals a reference: one more each.
+    Py_INCREF(a); PyTuple_SET_ITEM(obj, 0, a)
+    Py_INCREF(b); PyTuple_SET_ITEM(obj, 1, b)
+    Py_INCREF(c); PyTuple_SET_ITEM(obj, 2, c)
+    Py_INCREF(d); PyTuple_SET_ITEM(obj, 3, d)
+    Py_INCREF(e); PyTuple_SET_ITEM(obj, 4, e)
+    Py_INCREF(f); PyTuple_SET_ITEM(obj, 5, f)
+    Py_INCREF(g); PyTuple_SET_ITEM(obj, 6, g)
+    Py_INCREF(h); PyTuple_SET_ITEM(obj, 7, h)
+    return obj
+
+
+cdef inline object _prefixed_lower(const char *prefix, Py_ssize_t plen, const char *s,
+                                   Py_ssize_t n):
+    # prefix + s with ASCII upper case folded, for short ASCII ``s``.
+    cdef char buf[128]
+    cdef Py_ssize_t k
+    cdef unsigned char c
+    if plen + n > 128:
+        return (prefix[:plen] + s[:n]).decode("ascii", "replace").lower()
+    memcpy(buf, prefix, plen)
+    for k in range(n):
+        c = <unsigned char>s[k]
+        buf[plen + k] = <char>(c + 32 if 65 <= c <= 90 else c)
+    return PyUnicode_DecodeASCII(buf, plen + n, "replace")
+
+
+cdef inline bint _mid_from_dom(object mid, object from_dom, const char *fd, Py_ssize_t fdn):
+    # The domain of the Message-ID (after its first '@', '<' and '>' stripped
+    # from both ends, lower case) is the sender's registered domain or one of
+    # its subdomains.  Non-ASCII ids take the str methods.
+    cdef Py_ssize_t n, a, b, k, d
+    cdef const char *p
+    if not mid or not PyUnicode_Check(mid):
+        return False
+    if not PyUnicode_IS_ASCII(mid):
+        mdom = (<str>mid).lower().strip("<>").partition("@")[2]
+        return bool(mdom) and (mdom == from_dom or mdom.endswith("." + from_dom))
+    p = PyUnicode_AsUTF8AndSize(mid, &n)
+    a = 0
+    b = n
+    while a < b and (p[a] == 60 or p[a] == 62):
+        a += 1
+    while b > a and (p[b - 1] == 60 or p[b - 1] == 62):
+        b -= 1
+    for k in range(a, b):
+        if p[k] == 64:
+            break
+    else:
+        return False
+    a = k + 1  # the domain is p[a:b]
+    d = b - a
+    if d == 0 or d < fdn:
+        return False
+    if d > fdn and p[b - fdn - 1] != 46:  # '.'
+        return False
+    for k in range(fdn):
+        if atlas_lower(<unsigned char>p[b - fdn + k]) != <unsigned char>fd[k]:
+            return False
+    return True
+
+
+cdef inline object _url_tld(object host):
+    # "url_tld:" + the host's last label.
+    cdef Py_ssize_t n, k
+    cdef const char *p
+    if not PyUnicode_IS_ASCII(host):
+        return "url_tld:" + (<str>host).rpartition(".")[2]
+    p = PyUnicode_AsUTF8AndSize(host, &n)
+    k = n
+    while k > 0 and p[k - 1] != 46:
+        k -= 1
+    return _prefixed_raw(b"url_tld:", 8, p + k, n - k)
+
+
+cdef inline object _prefixed_raw(const char *prefix, Py_ssize_t plen, const char *s,
+                                 Py_ssize_t n):
+    cdef char buf[128]
+    if plen + n > 128:
+        return (prefix[:plen] + s[:n]).decode("ascii")
+    memcpy(buf, prefix, plen)
+    memcpy(buf + plen, s, n)
+    return PyUnicode_DecodeASCII(buf, plen + n, NULL)
 
 
 # ---------------------------------------------------------------------------
