@@ -804,11 +804,11 @@ long atlas_find_urls(atlas_buf *out, const uint8_t *s, size_t n) {
     while (i < n) {
         /* The next "://" and the next "www.", each searched once per pass. */
         if (!sch_done && (!sch || (size_t)(sch - s) < i)) {
-            sch = memmem(s + i, n - i, "://", 3);
+            sch = atlas_find_lit(s + i, n - i, "://", 3);
             if (!sch) sch_done = 1;
         }
         if (!www_done && (!www || (size_t)(www - s) < i)) {
-            www = memmem(s + i, n - i, "www.", 4);
+            www = atlas_find_lit(s + i, n - i, "www.", 4);
             if (!www) www_done = 1;
         }
         size_t ps = sch_done ? n : (size_t)(sch - s);

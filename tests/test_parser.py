@@ -298,6 +298,18 @@ def test_url_extraction_counts_and_dedupes():
     assert m.n_urls == 104
 
 
+@pytest.mark.parametrize("url", ["http://a.example/p", "https://b.example", "www.c.example"])
+def test_url_found_at_every_offset_of_a_block(url):
+    # "://" and "www." are found 16 positions at a time: a URL starting
+    # anywhere in or across a block, and near the end of the text, is found;
+    # near misses ("ww.", ":/ /") are not URLs.
+    for k in range(40):
+        for tail in ("", " x", " " * 20):
+            body = "y" * k + " ww.no :/ /no " + url + tail
+            m = parse_message(msg("Subject: u", body))
+            assert m.urls == [url], (k, tail)
+
+
 def test_parse_chunk_with_array_offsets():
     msgs = [
         b"From a@b Mon Jan  1 00:00:00 2002\nSubject: one\n\nbody one\n>From here\n\n",
