@@ -57,6 +57,7 @@ cdef class Featurizer:
                     Py_ssize_t cap, Py_ssize_t max_tokens, size_t *upper,
                     size_t *letters) except -1
     cdef int _featurize(self, object msg, object extras) except -1
+    cdef int _header_value_tokens(self, object msg) except -1
     cdef tuple _names(self, Py_ssize_t *order, int K)
     cdef int _score_all(self, list msgs, list extras, const float *w, double bias, int K,
                         double threshold, double[::1] out, list reasons) except -1

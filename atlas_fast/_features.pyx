@@ -44,7 +44,7 @@ cdef extern from "Python.h":
 
 # Bump when tokenising or feature naming changes: a model trained with another
 # version would be scored against the wrong buckets.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 
 # Body text read for tokens.  Cross-validation on the train files found no
 # loss against 32 KiB (spam states its business early), and it bounds the
@@ -328,6 +328,21 @@ cdef class Featurizer:
         if extras:
             for item in extras:
                 self._push_str(P_NONE, item, self.extra_value)
+        self._header_value_tokens(msg)
+        return 0
+
+    cdef int _header_value_tokens(self, object msg) except -1:
+        # The parser's tokens of selected header values (charset, MIME
+        # boundary shape, priority flags, Precedence, MIME-Version, transfer
+        # encoding: which program wrote the mail), valued as extras.  Nested
+        # CV on the train files: see TrainParams.
+        if type(msg) is ParsedMessage:
+            toks = (<ParsedMessage>msg).header_tokens
+        else:
+            toks = getattr(msg, "header_tokens", None)
+        if toks:
+            for item in <list>toks:
+                self._push_str(P_NONE, item, self.extra_value)
         return 0
 
     cpdef tuple csr(self, list msgs, list extras):
@@ -512,10 +527,11 @@ cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=0):
     """128-bit digests (as 32 hex digits) of everything a verdict depends on.
 
     Covers sender, display name, subject, body text, URLs, attachments, the
-    header fields rules read, header names, the Received chain, Message-ID,
-    Date and authentication headers (everything enrichment reads), structure
-    flags and, when given, ``contexts[i]`` (a str the caller builds), mixed
-    with ``seed`` (the model and rule-set identity).
+    header fields rules read, header names and header-value tokens, the
+    Received chain, Message-ID, Date and authentication headers (everything
+    enrichment reads), structure flags and, when given, ``contexts[i]`` (a
+    str the caller builds), mixed with ``seed`` (the model and rule-set
+    identity).
     """
     cdef Py_ssize_t i, m = len(msgs)
     cdef uint64_t a, b
@@ -533,7 +549,7 @@ cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=0):
                       contexts[i] if contexts is not None else None):
             a = mix_obj(a, value, MA)
             b = mix_obj(b, value, MB)
-        for seq in (msg.urls, msg.header_names, msg.received):
+        for seq in (msg.urls, msg.header_names, msg.received, getattr(msg, "header_tokens", None)):
             if seq:
                 for value in seq:
                     a = mix_obj(a, value, MA)

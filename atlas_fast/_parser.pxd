@@ -33,6 +33,8 @@ cdef class ParsedMessage:
     # Added fields (appended: the ones above keep their meaning).
     cdef public object date_raw        # str | None, the Date header as written (unfolded)
     cdef public object received_date   # str | None, ISO UTC time of the newest Received hop
+    cdef public list header_tokens     # list[str]: the model's tokens of selected header values,
+                                       # "charset:utf-8", "bnd_shape:----=_Aa9", "x-priority=3"
 
 cpdef list parse_chunk(const unsigned char[::1] buf, const long long[::1] starts, const long long[::1] ends)
 cpdef ParsedMessage parse_message(const unsigned char[::1] raw)
@@ -112,6 +114,7 @@ cdef extern from "atlas_mime.h" nogil:
     int atlas_qp_decode(atlas_buf *out, const uint8_t *src, size_t n, size_t cap, int header)
     long atlas_find_urls(atlas_buf *out, const uint8_t *s, size_t n)
     int atlas_is_ascii(const uint8_t *s, size_t n)
+    int atlas_header_tokens(const atlas_headers *h, atlas_buf *tmp, atlas_buf *out)
 
 cdef extern from "atlas_html.h" nogil:
     int atlas_html_to_text(const uint8_t *s, size_t n, atlas_buf *text, atlas_buf *urls, long *n_urls)

@@ -38,6 +38,7 @@ class ParsedMessage:
     error: str | None
     date_raw: str | None
     received_date: str | None
+    header_tokens: list[str]
 
 def parse_chunk(buf: Buffer, starts: Buffer, ends: Buffer) -> list[ParsedMessage]: ...
 def parse_message(raw: Buffer) -> ParsedMessage: ...

@@ -52,6 +52,7 @@ cdef class ParsedMessage:
         self.header_names = []
         self.urls = []
         self.attachments = []
+        self.header_tokens = []
         self.text = ""
 
     def __repr__(self):
@@ -71,6 +72,7 @@ cdef struct Scratch:
     atlas_buf dec     # transfer-decoded part body
     atlas_buf html    # HTML as text
     atlas_buf urls    # URLs, '\n'-terminated
+    atlas_buf toks    # header-value tokens, '\n'-terminated
 
 
 cdef void scratch_init(Scratch *sc) noexcept nogil:
@@ -86,6 +88,7 @@ cdef void scratch_free(Scratch *sc) noexcept nogil:
     atlas_buf_free(&sc.dec)
     atlas_buf_free(&sc.html)
     atlas_buf_free(&sc.urls)
+    atlas_buf_free(&sc.toks)
 
 
 # ===========================================================================
@@ -468,6 +471,21 @@ cdef int fill_headers(Scratch *sc, ParsedMessage pm) except -1:
     return 0
 
 
+cdef int fill_header_tokens(Scratch *sc, ParsedMessage pm) except -1:
+    """pm.header_tokens: the model's tokens of selected header values
+    (csrc atlas_header_tokens), as interned str: they repeat across mail."""
+    cdef size_t a = 0, b
+    cdef list out = []
+    if atlas_header_tokens(&sc.msg.top, &sc.unf, &sc.toks) < 0:
+        raise MemoryError()
+    for b in range(sc.toks.n):
+        if sc.toks.p[b] == 10:
+            out.append(interned_name(<const char *>sc.toks.p + a, <Py_ssize_t>(b - a)))
+            a = b + 1
+    pm.header_tokens = out
+    return 0
+
+
 # ===========================================================================
 # Body
 # ===========================================================================
@@ -596,6 +614,7 @@ cdef ParsedMessage parse_one(Scratch *sc, const uint8_t *p, size_t n):
         raise MemoryError()
     if sc.msg.error != ATLAS_ERR_EMPTY:
         fill_headers(sc, pm)
+        fill_header_tokens(sc, pm)
         fill_body(sc, pm)
     err = atlas_error_name(sc.msg.error)
     if err != NULL:

@@ -50,6 +50,9 @@ class TrainParams(msgspec.Struct, frozen=True):
     # held-out folds; 5 folds x 2 repetitions), SpamAssassin ham FPR / spam
     # recall: 1 run 0.163 % / 95.27 %, 3 runs 0.118 % / 96.13 %, 5 runs
     # 0.148 % / 96.29 %; 3 runs with target_fpr 0.0013: 0.163 % / 96.79 %.
+    # With the header-value tokens of feature version 4 (charset, MIME
+    # boundary shape, priority flags, Precedence, MIME-Version, transfer
+    # encoding), 3 runs: 0.104 % / 96.72 % (all train mail: 0.081 % / 96.94 %).
     averaged_runs: int = 3
 
 

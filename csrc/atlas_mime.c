@@ -1045,6 +1045,114 @@ static int entity_from_headers(atlas_msg *m, const atlas_headers *h, int digest,
 }
 
 /* ========================================================================
+ * Header-value tokens for the model
+ *
+ * A few headers that the author's mail program writes say which program
+ * that was, whatever the text says: the charset and the shape of the MIME
+ * boundary ("----=_NextPart_000_0000_01C2..." from Outlook, random runs from
+ * bulk tools), priority flags, Precedence, MIME-Version and the transfer
+ * encoding.  None is a relay's or a mail client's export stamp.
+ * ======================================================================== */
+
+/* Digits -> '9', upper-case -> 'A', lower-case and non-ASCII -> 'a', each
+ * run of one class kept once; other bytes as they are. */
+static size_t char_shape(const uint8_t *s, size_t n, char *out, size_t cap) {
+    size_t k = 0;
+    char last = 0;
+    for (size_t i = 0; i < n && k < cap; i++) {
+        uint8_t c = s[i];
+        char t = (c >= '0' && c <= '9') ? '9' : (c >= 'A' && c <= 'Z') ? 'A'
+                 : ((c >= 'a' && c <= 'z') || c >= 128) ? 'a' : (char)c;
+        if ((t == '9' || t == 'A' || t == 'a') && t == last) continue;
+        last = t;
+        out[k++] = t;
+    }
+    return k;
+}
+
+/* atlas_header_tokens dispatches on these names' lengths and indices. */
+static const char *const VALUE_HEADERS[] = {
+    "x-priority", "x-msmail-priority", "importance", "precedence", "mime-version",
+    "content-transfer-encoding",
+};
+#define N_VALUE_HEADERS (sizeof VALUE_HEADERS / sizeof VALUE_HEADERS[0])
+#define VALUE_CAP 20
+
+static int tok_put(atlas_buf *out, const char *s, size_t n) {
+    if (atlas_buf_reserve(out, n + 1) < 0) return -1;
+    memcpy(out->p + out->n, s, n);
+    out->n += n;
+    out->p[out->n++] = '\n';
+    return 0;
+}
+
+int atlas_header_tokens(const atlas_headers *h, atlas_buf *tmp, atlas_buf *out) {
+    char line[96], val[256];
+    size_t k, n;
+    unsigned seen = 0;
+    out->n = 0;
+    int ix = h->first[ATLAS_F_CONTENT_TYPE];
+    if (ix >= 0) {
+        const atlas_header *hd = &h->items[ix];
+        if (atlas_unfold(tmp, hd->val, hd->val_len) < 0) return -1;
+        n = get_param(tmp->p, tmp->n, "charset", val, 48);
+        while (n && atlas_is_space((uint8_t)val[n - 1])) n--;
+        if (n == 0) memcpy(val, "none", 4), n = 4;
+        memcpy(line, "charset:", 8);
+        for (k = 0; k < n; k++) line[8 + k] = (char)atlas_lower((uint8_t)val[k]);
+        if (tok_put(out, line, 8 + n) < 0) return -1;
+        n = get_param(tmp->p, tmp->n, "boundary", val, sizeof val);
+        if (n) {
+            memcpy(line, "bnd_shape:", 10);
+            k = char_shape((const uint8_t *)val, n, line + 10, 16);
+            if (tok_put(out, line, 10 + k) < 0) return -1;
+        }
+    }
+    for (size_t i = 0; i < h->n; i++) {
+        const atlas_header *hd = &h->items[i];
+        size_t j;
+        /* Dispatch on the length first: almost every name fails there. */
+        if (hd->field == ATLAS_F_CTE) {
+            j = 5;
+        } else if (hd->field >= 0) {
+            continue;
+        } else if (hd->name_len == 10) {
+            j = span_ieq(hd->name, 10, VALUE_HEADERS[0]) ? 0
+                : span_ieq(hd->name, 10, VALUE_HEADERS[2]) ? 2
+                : span_ieq(hd->name, 10, VALUE_HEADERS[3]) ? 3 : N_VALUE_HEADERS;
+        } else if (hd->name_len == 17) {
+            j = span_ieq(hd->name, 17, VALUE_HEADERS[1]) ? 1 : N_VALUE_HEADERS;
+        } else if (hd->name_len == 12) {
+            j = span_ieq(hd->name, 12, VALUE_HEADERS[4]) ? 4 : N_VALUE_HEADERS;
+        } else {
+            continue;
+        }
+        if (j == N_VALUE_HEADERS || (seen & (1u << j))) continue;
+        seen |= 1u << j;
+        if (atlas_unfold(tmp, hd->val, hd->val_len) < 0) return -1;
+        /* Lower-cased, blanks squeezed and trimmed, at most VALUE_CAP bytes. */
+        n = strlen(VALUE_HEADERS[j]);
+        memcpy(line, VALUE_HEADERS[j], n);
+        line[n++] = '=';
+        size_t start = n, v = 0;
+        int blank = 0;
+        while (v < tmp->n && atlas_is_space(tmp->p[v])) v++;
+        for (; v < tmp->n && n - start < VALUE_CAP; v++) {
+            uint8_t c = tmp->p[v];
+            if (atlas_is_space(c) || c == '\n' || c == '\r') { blank = 1; continue; }
+            if (blank) {
+                line[n++] = ' ';
+                blank = 0;
+                if (n - start >= VALUE_CAP) break;
+            }
+            line[n++] = (char)atlas_lower(c);
+        }
+        if (n > start && tok_put(out, line, n) < 0) return -1;
+    }
+    return 0;
+}
+
+/* ========================================================================
  * MIME walk
  * ======================================================================== */
 

@@ -132,6 +132,11 @@ int atlas_qp_decode(atlas_buf *out, const uint8_t *src, size_t n, size_t cap, in
  * the number found (or -1 on OOM). */
 long atlas_find_urls(atlas_buf *out, const uint8_t *s, size_t n);
 
+/* Model tokens of selected header values ("charset:utf-8", "bnd_shape:----=_Aa9",
+ * "x-priority=3 (normal)"), each followed by '\n', into out (cleared first);
+ * tmp is unfolding scratch.  -1 on OOM. */
+int atlas_header_tokens(const atlas_headers *h, atlas_buf *tmp, atlas_buf *out);
+
 /* 1 if no byte has the high bit set. */
 int atlas_is_ascii(const uint8_t *s, size_t n);
 

@@ -59,6 +59,30 @@ def test_user_agent_is_x_mailer_fallback():
     assert parse_message(msg("User-Agent: Mutt/1.4")).x_mailer == "Mutt/1.4"
 
 
+def test_header_tokens_of_selected_header_values():
+    m = parse_message(msg("""From: a@b.c
+X-Priority: 3  (Normal)
+X-Priority: 1
+Precedence: BULK
+MIME-Version: 1.0
+X-Other: ignored
+Content-Type: multipart/alternative;
+\tboundary="----=_NextPart_000_0012_01C2A1B3.4C5D6E70"
+Content-Transfer-Encoding: 7bit"""))
+    assert m.header_tokens == [
+        "charset:none",
+        "bnd_shape:----=_AaAa_9_9_9",  # 16 bytes at most
+        "x-priority=3 (normal)",
+        "precedence=bulk",
+        "mime-version=1.0",
+        "content-transfer-encoding=7bit",
+    ]
+    m = parse_message(msg('Content-Type: text/plain; charset="ISO-8859-1"\nImportance: '
+                          + "x" * 40))
+    assert m.header_tokens == ["charset:iso-8859-1", "importance=" + "x" * 20]
+    assert parse_message(msg("Subject: no mime headers")).header_tokens == []
+
+
 @pytest.mark.parametrize("value, expected", [
     ("=?utf-8?B?SMOpbGxv?=", "Héllo"),
     ("=?ISO-8859-1?Q?caf=E9_au_lait?=", "café au lait"),
