@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import time
 
@@ -38,8 +39,14 @@ class TrainParams(msgspec.Struct, frozen=True):
     l2: float = 1e-5
     folds: int = 5
     # The decision threshold is set on out-of-fold scores so that at most this
-    # fraction of training ham would be called spam.
-    target_fpr: float = 0.001
+    # fraction of training ham would be called spam: 0.13 %, the false
+    # positive rate issue 3 allows (bogofilter's).  Nested CV on the train
+    # files, [SPAM] subject tags stripped, 5 folds x 2 repetitions,
+    # SpamAssassin ham FPR / spam recall: target 0.001 -> about 0.06-0.10 % /
+    # 96.6-96.7 % (1 and 2 repetitions), 0.0013 -> 0.118 % / 97.05 % (all
+    # train mail 0.092 % / 97.22 %), 0.0015 -> 0.178 % / 97.55 %, over the
+    # bar.
+    target_fpr: float = 0.0013
     # Weight of a ham message relative to a balanced class weighting: above 1
     # the fit works harder on the ham tail, where the threshold sits.
     ham_weight: float = 1.0
@@ -66,6 +73,28 @@ def read_messages(paths) -> list:
         for _offset, raw in split_mbox(path):
             out.append(parse_message(raw))
     return out
+
+
+# Tags an upstream filter wrote into the Subject of mail it judged spam
+# ("[SPAM] cheap pills"): 313 of the 628 CSDMC2010 train spam carry one, no
+# train ham does.  Learned as a token, the tag explains those messages away
+# instead of their content, and it is the label, not evidence, so training
+# removes it (classifying does not: a user's mail keeps what it says).
+_FILTER_TAG = re.compile(r"^\s*(?:\[spam\]\s*)+", re.I)
+
+
+def strip_filter_tags(msgs: list) -> int:
+    """Remove a leading ``[SPAM]`` tag (any case) from the subjects of
+    ``msgs``, in place; returns how many were removed."""
+    n = 0
+    for m in msgs:
+        s = m.subject
+        if s and "[" in s[:8]:
+            t = _FILTER_TAG.sub("", s, count=1)
+            if t != s:
+                m.subject = t
+                n += 1
+    return n
 
 
 def featurize(msgs: list, nbits: int, header_allow=None):
@@ -214,6 +243,8 @@ def train_model(ham_paths, spam_paths, out_path, seed: int = 1, params: TrainPar
     spam = read_messages(spam_paths)
     if not ham or not spam:
         raise AtlasError("training needs at least one ham and one spam message")
+    strip_filter_tags(ham)
+    strip_filter_tags(spam)
     msgs = ham + spam
     y = np.concatenate([np.zeros(len(ham)), np.ones(len(spam))])
     t1 = time.perf_counter()

@@ -49,8 +49,8 @@ def test_evaluate_report_json():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 3 bar not reached yet: shipped model gives 1 FP / 96.1 % recall "
-                          "on the SpamAssassin test split", strict=True)
+@pytest.mark.xfail(reason="issue 3 bar not reached yet: shipped model gives 1 FP / 96.88 % recall "
+                          "(373 of 385; 374 needed) on the SpamAssassin test split", strict=True)
 def test_shipped_model_meets_the_accuracy_bar():
     from atlas_fast.evaluate import evaluate
 
@@ -60,3 +60,16 @@ def test_shipped_model_meets_the_accuracy_bar():
                  [corpus_file("spamassassin-test-spam.mbox.gz")])
     print(r.format_table())
     assert r.false_positives <= 1 and r.spam_recall >= 0.97
+
+
+def test_filter_tags_are_stripped_for_training():
+    from types import SimpleNamespace
+
+    from atlas_fast.evaluate import strip_filter_tags
+
+    msgs = [SimpleNamespace(subject=s) for s in
+            ("[SPAM] cheap", " [spam]  [SPAM]  Info", "[ILUG] list mail", "Re: [spam] talk",
+             None, "[SPAMX] no", "[Spam]")]
+    assert strip_filter_tags(msgs) == 3
+    assert [m.subject for m in msgs] == ["cheap", "Info", "[ILUG] list mail", "Re: [spam] talk",
+                                        None, "[SPAMX] no", ""]

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from atlas_fast.evaluate import (  # noqa: E402
     TrainParams, _margins, _rows, _threshold_margin, featurize, fit_logistic, read_messages,
+    strip_filter_tags,
 )
 from atlas_fast.rules import DEFAULT_EXIT_CONFIDENCE, RuleSet, load_rules  # noqa: E402
 
@@ -57,6 +58,8 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--averaged-runs", type=int, default=None)
     ap.add_argument("--target-fpr", type=float, default=None)
+    ap.add_argument("--keep-filter-tags", action="store_true",
+                    help="do not strip [SPAM] subject tags (train_model strips them)")
     args = ap.parse_args(argv)
     params = TrainParams()
     if args.averaged_runs is not None:
@@ -70,6 +73,8 @@ def main(argv=None):
             msgs += part
             labels += [label] * len(part)
             is_sa += [name == "spamassassin"] * len(part)
+    if not args.keep_filter_tags:
+        strip_filter_tags(msgs)
     y, is_sa = np.array(labels, dtype=np.float64), np.array(is_sa)
     rules = load_rules()
     ruleset = RuleSet(rules)
