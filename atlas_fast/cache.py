@@ -28,6 +28,7 @@ back to ``Cache.get`` for anything else.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import OrderedDict
@@ -51,6 +52,19 @@ TTLS = {
 LRU_LIMITS = {"classification": 2_000, "auth": 5_000}
 _SQL_BATCH = 400  # SQLite's default limit on host parameters is 999+
 _CULL_EVERY = 50_000  # rows written between size checks
+
+_INSERT_ROWS = 32  # rows per INSERT statement (5 parameters each)
+_INSERT_ROW = "(?, 1, ?, ?, ?, 0, NULL, 0, 1, NULL, ?)"
+
+
+@functools.lru_cache(maxsize=_INSERT_ROWS)
+def _insert_sql(rows: int) -> str:
+    """An INSERT of ``rows`` cache rows laid out as diskcache's own set()
+    writes them (inline raw bytes), so its triggers keep count and size."""
+    return ("INSERT OR IGNORE INTO Cache (key, raw, store_time, expire_time, access_time,"
+            " access_count, tag, size, mode, filename, value) VALUES "
+            + ",".join([_INSERT_ROW] * rows))
+
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -193,12 +207,17 @@ class ClassifierCache:
                         f" AND key IN ({','.join('?' * len(part))})",
                         part,
                     )
-                disk._con.executemany(
-                    "INSERT OR IGNORE INTO Cache (key, raw, store_time, expire_time, access_time,"
-                    " access_count, tag, size, mode, filename, value)"
-                    " VALUES (?, 1, ?, ?, ?, 0, NULL, 0, 1, NULL, ?)",
-                    [(k, now, now + ttl, now, v) for k, v in items],
-                )
+                # _INSERT_ROWS rows per statement: one call, bind and step
+                # for 32 rows (callgrind, 11,121 rows into a fresh cache:
+                # 46.7k -> 34.2k instructions per row against executemany).
+                con = disk._con
+                expire = now + ttl
+                for i in range(0, len(items), _INSERT_ROWS):
+                    part = items[i : i + _INSERT_ROWS]
+                    args = []
+                    for k, v in part:
+                        args += (k, now, expire, now, v)
+                    con.execute(_insert_sql(len(part)), args)
         except Exception:  # noqa: BLE001 - fall back to the public API
             with disk.transact():
                 for key, value in items:

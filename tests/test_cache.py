@@ -28,6 +28,21 @@ def test_batch_write_is_visible_to_diskcache_api(tmp_path):
     assert msgspec.msgpack.decode(disk.get("general:k")) == [2, "b"]
 
 
+def test_batch_write_spanning_several_statements(tmp_path):
+    # Rows go 32 to an INSERT: 100 keys (a partial last statement), then an
+    # overlapping batch, keep diskcache's row count (its triggers) right.
+    import msgspec
+
+    c = ClassifierCache(tmp_path)
+    c.set_many("general", {f"k{i}": i for i in range(100)})
+    c.set_many("general", {f"k{i}": -i for i in range(90, 140)})
+    disk = c._cache()
+    assert len(disk) == 140
+    assert disk._sql("SELECT value FROM Settings WHERE key = 'count'").fetchone()[0] == 140
+    assert [msgspec.msgpack.decode(disk.get(f"general:k{i}")) for i in (0, 31, 32, 89, 90, 139)] \
+        == [0, 31, 32, 89, -90, -139]
+
+
 def test_expired_entries_miss(tmp_path):
     c = ClassifierCache(tmp_path, ttls={"auth": 0.01})
     c.set_many("auth", {"k": [1]})
