@@ -46,9 +46,7 @@ cdef class Featurizer:
     cdef readonly Py_ssize_t text_cap
     cdef readonly bint bigrams
     cdef readonly float extra_value
-    cdef uint32_t seed_hdr
     cdef uint32_t seed_struct
-    cdef dict hdr_memo
     cdef list keep
 
     cdef int _push_str(self, const char *prefix, str text, float value=*) except -1

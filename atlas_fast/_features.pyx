@@ -187,9 +187,7 @@ cdef class Featurizer:
         self.fb.prefetch = NULL
         if atlas_feats_reserve(&self.fb, 4096) < 0:
             raise MemoryError()
-        self.seed_hdr = atlas_prefix_seed(P_HDR)
         self.seed_struct = atlas_prefix_seed(P_STRUCT)
-        self.hdr_memo = {}
         self.keep = []
 
     def __dealloc__(self):
@@ -1145,7 +1143,7 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
                     while k < n and 97 <= <unsigned char>(lp[k] | 32) <= 122:
                         k += 1
                     if k - t > 1:
-                        flags.append(_prefixed_lower(b"from_local:", 11, lp + t, k - t))
+                        flags.append(_prefixed(b"from_local:", 11, lp + t, k - t, True))
                     ntok += 1
                 else:
                     k += 1
@@ -1214,18 +1212,19 @@ cdef object _make8(object make, bint plain, object a, object b, object c, object
     return obj
 
 
-cdef inline object _prefixed_lower(const char *prefix, Py_ssize_t plen, const char *s,
-                                   Py_ssize_t n):
-    # prefix + s with ASCII upper case folded, for short ASCII ``s``.
+cdef inline object _prefixed(const char *prefix, Py_ssize_t plen, const char *s, Py_ssize_t n,
+                             bint fold):
+    # prefix + s (short ASCII), with ASCII upper case folded when ``fold``.
     cdef char buf[128]
     cdef Py_ssize_t k
     cdef unsigned char c
     if plen + n > 128:
-        return (prefix[:plen] + s[:n]).decode("ascii", "replace").lower()
+        out = (prefix[:plen] + s[:n]).decode("ascii", "replace")
+        return out.lower() if fold else out
     memcpy(buf, prefix, plen)
     for k in range(n):
         c = <unsigned char>s[k]
-        buf[plen + k] = <char>(c + 32 if 65 <= c <= 90 else c)
+        buf[plen + k] = <char>(c + 32 if fold and 65 <= c <= 90 else c)
     return PyUnicode_DecodeASCII(buf, plen + n, "replace")
 
 
@@ -1274,29 +1273,21 @@ cdef inline object _url_tld(object host):
     k = n
     while k > 0 and p[k - 1] != 46:
         k -= 1
-    return _prefixed_raw(b"url_tld:", 8, p + k, n - k)
-
-
-cdef inline object _prefixed_raw(const char *prefix, Py_ssize_t plen, const char *s,
-                                 Py_ssize_t n):
-    cdef char buf[128]
-    if plen + n > 128:
-        return (prefix[:plen] + s[:n]).decode("ascii")
-    memcpy(buf, prefix, plen)
-    memcpy(buf + plen, s, n)
-    return PyUnicode_DecodeASCII(buf, plen + n, NULL)
+    return _prefixed(b"url_tld:", 8, p + k, n - k, False)
 
 
 # ---------------------------------------------------------------------------
 # Verdicts of a chunk (see classify.Classifier._classify)
 # ---------------------------------------------------------------------------
 
-cpdef list rule_exits(list hits, const double[::1] confidence, double exit_confidence):
+cpdef tuple rule_exits(list hits, const double[::1] confidence, double exit_confidence):
     """Per message, the rule deciding it (the most confident hit at or above
-    ``exit_confidence``; the first such on a tie) or -1 when the model must."""
+    ``exit_confidence``; the first such on a tie) or -1 when the model must;
+    and the list of those model messages."""
     cdef Py_ssize_t m = len(hits), i, j, best
     cdef double c, bc
     cdef list out = [-1] * m
+    cdef list model_idx = []
     for i in range(m):
         best = -1
         bc = 0.0
@@ -1308,7 +1299,9 @@ cpdef list rule_exits(list hits, const double[::1] confidence, double exit_confi
                 bc = c
         if best >= 0:
             out[i] = best
-    return out
+        else:
+            model_idx.append(i)
+    return out, model_idx
 
 
 cdef inline object _round6(double x):

@@ -161,8 +161,7 @@ class Classifier:
             rendered = render_chunk(msgs)
             hits = ruleset.scan_rendered(rendered)
         glue_start = time.perf_counter()
-        exits = rule_exits(hits, self._confidence, ruleset.exit_confidence)
-        model_idx = [i for i, r in enumerate(exits) if r < 0]
+        exits, model_idx = rule_exits(hits, self._confidence, ruleset.exit_confidence)
         glue = time.perf_counter() - glue_start
         margins = _NO_MARGINS
         tops = []

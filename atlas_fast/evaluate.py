@@ -89,7 +89,7 @@ def strip_filter_tags(msgs: list) -> int:
     n = 0
     for m in msgs:
         s = m.subject
-        if s and "[" in s[:8]:
+        if s:
             t = _FILTER_TAG.sub("", s, count=1)
             if t != s:
                 m.subject = t

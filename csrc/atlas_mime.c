@@ -1139,7 +1139,7 @@ int atlas_header_tokens(const atlas_headers *h, atlas_buf *tmp, atlas_buf *out) 
         while (v < tmp->n && atlas_is_space(tmp->p[v])) v++;
         for (; v < tmp->n && n - start < VALUE_CAP; v++) {
             uint8_t c = tmp->p[v];
-            if (atlas_is_space(c) || c == '\n' || c == '\r') { blank = 1; continue; }
+            if (atlas_is_space(c)) { blank = 1; continue; }
             if (blank) {
                 line[n++] = ' ';
                 blank = 0;

@@ -73,21 +73,12 @@ static inline int atlas_wire_next(atlas_wire *w, atlas_wire_value *v) {
         switch (c) {
         case 0xc0: v->type = ATLAS_WIRE_NIL; break;
         case 0xc2: case 0xc3: v->i = c & 1; v->type = ATLAS_WIRE_BOOL; break;
-        case 0xcc: need = 2; break;
-        case 0xcd: need = 3; break;
-        case 0xce: need = 5; break;
-        case 0xcf: need = 9; break;
-        case 0xd0: need = 2; break;
-        case 0xd1: need = 3; break;
-        case 0xd2: need = 5; break;
-        case 0xd3: need = 9; break;
-        case 0xca: need = 5; break;
-        case 0xcb: need = 9; break;
-        case 0xd9: need = 2; break;
-        case 0xda: need = 3; break;
-        case 0xdb: need = 5; break;
-        case 0xdc: case 0xde: need = 3; break;
-        case 0xdd: case 0xdf: need = 5; break;
+        /* Header bytes, by the width of what follows the type byte:
+         * uint, int, float, str length, array/map length. */
+        case 0xcc: case 0xd0: case 0xd9: need = 2; break;
+        case 0xcd: case 0xd1: case 0xda: case 0xdc: case 0xde: need = 3; break;
+        case 0xce: case 0xd2: case 0xca: case 0xdb: case 0xdd: case 0xdf: need = 5; break;
+        case 0xcf: case 0xd3: case 0xcb: need = 9; break;
         default: v->type = ATLAS_WIRE_OTHER; return v->type;
         }
         if (UNLIKELY(avail < need)) return v->type = ATLAS_WIRE_TRUNCATED;
