@@ -343,6 +343,21 @@ cdef class Featurizer:
                 self._push_str(P_NONE, item, self.extra_value)
         return 0
 
+    def features(self, msg, extras=None) -> list:
+        """The hashed features of one message, in extraction order, as
+        ``(name, bucket, value)``: what :meth:`csr` and :meth:`score` see,
+        readable (for inspecting a model, and for tests)."""
+        cdef Py_ssize_t j
+        cdef atlas_feat *f
+        cdef Py_ssize_t one[1]
+        self._featurize(msg, extras)
+        out = []
+        for j in range(<Py_ssize_t>self.fb.n):
+            f = &self.fb.items[j]
+            one[0] = j
+            out.append((self._names(one, 1)[0], f.bucket, f.value))
+        return out
+
     cpdef tuple csr(self, list msgs, list extras):
         """Features of ``msgs`` as a CSR matrix ``(indptr, indices, data)``.
 
