@@ -16,13 +16,14 @@ cdef extern from "atlas_features.h" nogil:
         atlas_feat *items
         size_t n
         size_t cap
-        uint32_t mask
+        int shift
         const float *prefetch
     int atlas_feats_reserve(atlas_feats *f, size_t extra)
     void atlas_feats_free(atlas_feats *f)
-    uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold)
+    uint32_t atlas_hash(uint32_t seed, const char *s, size_t n, int fold)
     uint32_t atlas_prefix_seed(const char *prefix)
-    uint32_t atlas_fmix32(uint32_t h)
+    uint32_t atlas_seed_n(const char *s, size_t n, int fold)
+    int atlas_push_split(atlas_feats *f, const char *name, size_t n, int fold, float value)
     int atlas_push(atlas_feats *f, const char *prefix, uint32_t seed, const char *name,
                    size_t n, int fold, float value)
     long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
@@ -39,7 +40,6 @@ cdef extern from "atlas_features.h" nogil:
 
 cdef class Featurizer:
     cdef readonly int nbits
-    cdef uint32_t mask
     cdef frozenset header_allow
     cdef atlas_feats fb
     cdef readonly bint url_paths

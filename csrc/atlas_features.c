@@ -16,38 +16,97 @@
 #include "common.h"
 
 /* ------------------------------------------------------------------------
- * Hashing: FNV-1a over (optionally ASCII-folded) bytes, seeded with the
- * prefix, then murmur3's finaliser to spread FNV's weak low bits.
+ * Hashing (feature version 5).
+ *
+ * A feature is (prefix, name).  The prefix ("w:", "subj:") becomes a 32-bit
+ * seed once per field (FNV-1a: prefixes are short and hashed rarely); the
+ * name is hashed 8 bytes at a time: each little-endian word, ASCII upper
+ * case folded in all 8 lanes at once when asked, goes through one
+ * xor-multiply-shift step.  A token of up to 8 bytes is one step, against
+ * one serial FNV multiply per byte before.  A hash is the top half of the
+ * last step's 64-bit product, and a bucket its top ``nbits`` bits
+ * (multiplicative hashing): the top bits of a product depend on every bit
+ * of the input, where its low bits see only the input's low bits.
  * ------------------------------------------------------------------------ */
 
-/* Inlined in the hot loops below; the exported functions wrap them. */
+#define HMUL 0x9E3779B97F4A7C15ull
+#define HMUL2 0xC2B2AE3D27D4EB4Full
+
 ATLAS_INLINE uint32_t fnv(uint32_t h, const char *s, size_t n, int fold) {
     const uint8_t *p = (const uint8_t *)s;
     size_t i;
-    if (fold) {
-        for (i = 0; i < n; i++) h = (h ^ atlas_lower(p[i])) * 16777619u;
-    } else {
-        for (i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    for (i = 0; i < n; i++) h = (h ^ (fold ? atlas_lower(p[i]) : p[i])) * 16777619u;
+    return h;
+}
+
+/* 8 bytes, little-endian whatever the host, from memory known readable. */
+ATLAS_INLINE uint64_t load8(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    return w;
+}
+
+/* The first n (1..8) bytes at p as a little-endian word, upper bytes zero,
+ * reading no byte past p + n. */
+ATLAS_INLINE uint64_t load_tail(const uint8_t *p, size_t n) {
+    uint64_t w = 0;
+    size_t k;
+    for (k = 0; k < n; k++) w |= (uint64_t)p[k] << (8 * k);
+    return w;
+}
+
+/* 'A'..'Z' -> 'a'..'z' in each byte of w; every other byte unchanged. */
+ATLAS_INLINE uint64_t fold8(uint64_t w) {
+    uint64_t low7 = w & 0x7F7F7F7F7F7F7F7Full;
+    uint64_t ge_a = low7 + 0x3F3F3F3F3F3F3F3Full; /* top bit: byte >= 'A' */
+    uint64_t gt_z = low7 + 0x2525252525252525ull; /* top bit: byte > 'Z' */
+    uint64_t up = ge_a & ~gt_z & ~w & 0x8080808080808080ull;
+    return w | (up >> 2);
+}
+
+/* Hash of name p[:n] under ``seed``; ``room`` (>= n) bytes at p are
+ * readable, so a tail with 8 readable bytes is one load and a mask. */
+ATLAS_INLINE uint32_t hname(uint32_t seed, const uint8_t *p, size_t n, int fold, size_t room) {
+    uint64_t h = ((uint64_t)seed * HMUL2) ^ n;
+    uint64_t w;
+    while (n > 8) {
+        w = load8(p);
+        if (fold) w = fold8(w);
+        h = (h ^ w) * HMUL;
+        h ^= h >> 29;
+        p += 8;
+        n -= 8;
+        room -= 8;
     }
-    return h;
+    if (n) {
+        w = room >= 8 ? load8(p) & (~0ull >> (64 - 8 * n)) : load_tail(p, n);
+        if (fold) w = fold8(w);
+        h ^= w;
+    }
+    return (uint32_t)((h * HMUL) >> 32);
 }
 
-ATLAS_INLINE uint32_t fmix32(uint32_t h) {
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h;
+/* Hash of a bigram: the pair of its tokens' hashes under ``seed``. */
+ATLAS_INLINE uint32_t hpair(uint32_t seed, uint32_t a, uint32_t b) {
+    uint64_t h = (((uint64_t)a << 32) | b) ^ ((uint64_t)seed * HMUL2);
+    return (uint32_t)((h * HMUL) >> 32);
 }
 
-uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold) { return fnv(h, s, n, fold); }
+uint32_t atlas_hash(uint32_t seed, const char *s, size_t n, int fold) {
+    return hname(seed, (const uint8_t *)s, n, fold, n);
+}
 
 uint32_t atlas_prefix_seed(const char *prefix) {
     return fnv(2166136261u, prefix, strlen(prefix), 0);
 }
 
-uint32_t atlas_fmix32(uint32_t h) { return fmix32(h); }
+uint32_t atlas_seed_n(const char *s, size_t n, int fold) {
+    return fnv(2166136261u, s, n, fold);
+}
+
 
 /* ------------------------------------------------------------------------
  * Feature buffer
@@ -74,7 +133,7 @@ void atlas_feats_free(atlas_feats *f) {
 ATLAS_INLINE void put(atlas_feats *f, uint32_t h, const char *prefix, const char *name,
                       size_t n, int fold, float value) {
     atlas_feat *x = &f->items[f->n++];
-    x->bucket = fmix32(h) & f->mask;
+    x->bucket = h >> f->shift; /* the top bits: see hname */
     if (f->prefetch) __builtin_prefetch(f->prefetch + x->bucket);
     x->value = value;
     x->prefix = prefix;
@@ -86,7 +145,17 @@ ATLAS_INLINE void put(atlas_feats *f, uint32_t h, const char *prefix, const char
 int atlas_push(atlas_feats *f, const char *prefix, uint32_t seed, const char *name, size_t n,
                int fold, float value) {
     if (atlas_feats_reserve(f, 1) < 0) return -1;
-    put(f, fnv(seed, name, n, fold), prefix, name, n, fold, value);
+    put(f, hname(seed, (const uint8_t *)name, n, fold, n), prefix, name, n, fold, value);
+    return 0;
+}
+
+int atlas_push_split(atlas_feats *f, const char *name, size_t n, int fold, float value) {
+    const char *colon = (const char *)memchr(name, ':', n);
+    size_t cut = colon ? (size_t)(colon - name) + 1 : 0;
+    uint32_t seed = atlas_seed_n(name, cut, fold);
+    if (atlas_feats_reserve(f, 1) < 0) return -1;
+    put(f, hname(seed, (const uint8_t *)name + cut, n - cut, fold, n - cut), "", name, n, fold,
+        value);
     return 0;
 }
 
@@ -134,80 +203,168 @@ static void init_tables(void) {
     tables_ready = 1;
 }
 
+/* Byte classes of a 64-byte block as bit masks (bit k = byte k): token
+ * bytes (ASCII letters and digits, every byte >= 128), joiners, solo bytes,
+ * digits, and upper-case and all ASCII letters for the case counts.  Bytes
+ * past ``avail`` read as NUL, which is in no class. */
+typedef struct {
+    uint64_t tok, join, solo, digit, upper, letter;
+} block_masks;
+
+static void classify_block(const uint8_t *p, size_t avail, block_masks *m) {
+    uint8_t tmp[64];
+    int q;
+    if (avail < 64) {
+        memset(tmp, 0, sizeof tmp);
+        memcpy(tmp, p, avail);
+        p = tmp;
+    }
+    memset(m, 0, sizeof *m);
+#ifdef __SSE2__
+    for (q = 0; q < 4; q++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * q));
+        __m128i d = _mm_sub_epi8(v, _mm_set1_epi8('0'));
+        __m128i l = _mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8('a'));
+        __m128i u = _mm_sub_epi8(v, _mm_set1_epi8('A'));
+        /* x <= k unsigned: min(x, k) == x */
+        uint64_t dm = (uint16_t)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d));
+        uint64_t lm = (uint16_t)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_min_epu8(l, _mm_set1_epi8(25)), l));
+        uint64_t um = (uint16_t)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_min_epu8(u, _mm_set1_epi8(25)), u));
+        uint64_t hm = (uint16_t)_mm_movemask_epi8(v);
+        uint64_t jm = (uint16_t)_mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\'')), _mm_cmpeq_epi8(v, _mm_set1_epi8('.'))),
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('-')), _mm_cmpeq_epi8(v, _mm_set1_epi8('_')))));
+        uint64_t sm = (uint16_t)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('$')), _mm_cmpeq_epi8(v, _mm_set1_epi8('!'))));
+        m->tok |= (dm | lm | hm) << (16 * q);
+        m->digit |= dm << (16 * q);
+        m->letter |= lm << (16 * q);
+        m->upper |= um << (16 * q);
+        m->join |= jm << (16 * q);
+        m->solo |= sm << (16 * q);
+    }
+#else
+    for (q = 0; q < 64; q++) {
+        uint8_t k = CLS[p[q]];
+        uint64_t bit = 1ull << q;
+        if (k & C_TOK) m->tok |= bit;
+        if (k & C_DIGIT) m->digit |= bit;
+        if (k & C_LETTER) m->letter |= bit;
+        if (k & C_UPPER) m->upper |= bit;
+        if (k & C_JOIN) m->join |= bit;
+        if (k & C_SOLO) m->solo |= bit;
+    }
+#endif
+}
+
+ATLAS_INLINE uint64_t low_bits(size_t k) { return k >= 64 ? ~0ull : (1ull << k) - 1; }
+
 long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
                   size_t n, size_t max_tokens, size_t *upper, size_t *letters) {
+    /* Token boundaries come from bit masks of 64-byte blocks: a run is its
+     * token bytes plus each joiner with a token byte on both sides, and the
+     * starts, ends and solo bytes of the runs are visited in order with
+     * count-trailing-zeros.  No branch per byte, so no misprediction at
+     * every token's end; each token is then hashed a word at a time (see
+     * hname), and a bigram from its two tokens' hashes. */
     const uint8_t *p = (const uint8_t *)s;
     uint32_t seed = atlas_prefix_seed(prefix);
     uint32_t seed2 = prefix2 ? atlas_prefix_seed(prefix2) : 0;
-    uint32_t h, h2, prev_h = 0;
-    size_t i = 0, start, end, tlen, count = 0, up = 0, let = 0;
+    uint32_t h, prev_h = 0;
+    size_t count = 0, up = 0, let = 0, nb = (n + 63) / 64, k, base;
+    size_t tstart = 0, end, tlen;
     long prev_start = -1;
-    unsigned kinds;
+    block_masks cur, nxt, none;
+    uint64_t prev_tok = 0, prev_run = 0, prev_digit = 0;
     /* Worst case: every byte a token plus a bigram each. */
     size_t need = 2 * (n < max_tokens ? n : max_tokens) + 2;
     if (UNLIKELY(!tables_ready)) init_tables();
     if (atlas_feats_reserve(f, need) < 0) return -1;
-    while (i < n && count < max_tokens) {
-        uint8_t c = p[i];
-        uint8_t k = CLS[c];
-        if (UNLIKELY(k & C_SOLO)) {
-            put(f, fnv(seed, s + i, 1, 0), prefix, s + i, 1, 0, 1.0f);
-            count++;
-            i++;
-            prev_start = -1;
-            continue;
-        }
-        if (!(k & C_TOK)) {
-            i++;
-            continue;
-        }
-        start = i;
-        kinds = 0;
-        h = seed;
-        /* The bigram's hash (this token seeded by the previous one) runs in
-         * the same pass: FNV is one serial multiply chain per byte, and two
-         * independent chains cost about as much as one. */
-        h2 = seed2 ^ prev_h;
-        for (;;) {
-            h = (h ^ LOWER[c]) * 16777619u;
-            h2 = (h2 ^ LOWER[c]) * 16777619u;
-            kinds |= k;
-            if (++i >= n) break;
-            c = p[i];
-            k = CLS[c];
-            if (k & C_TOK) continue;
-            if ((k & C_JOIN) && i + 1 < n && (CLS[p[i + 1]] & C_TOK)) continue;
-            break;
-        }
-        end = i;
-        tlen = end - start;
-        if (UNLIKELY(tlen > MAX_TOKEN_LEN)) {
-            put(f, fnv(seed, LONG_TOKEN, 5, 0), prefix, LONG_TOKEN, 5, 0, 1.0f);
-        } else if ((kinds & C_DIGIT) && tlen > 4) {
-            const char *shape = SHAPES[tlen < 13 ? tlen - 5 : 8];
-            size_t sl = strlen(shape);
-            put(f, fnv(seed, shape, sl, 0), prefix, shape, sl, 0, 1.0f);
-        } else {
-            put(f, h, prefix, s + start, tlen, 1, 1.0f);
-            if (prefix2 && prev_start >= 0) {
-                put(f, h2, prefix2, s + prev_start,
-                    end - (size_t)prev_start, 1, 1.0f);
-                count++;
+    if (max_tokens == 0 || n == 0) goto done;
+    memset(&none, 0, sizeof none);
+    classify_block(p, n, &cur);
+    for (k = 0; k < nb; k++) {
+        uint64_t run, starts, ends, ev, next_run0;
+        base = 64 * k;
+        if (k + 1 < nb)
+            classify_block(p + base + 64, n - base - 64, &nxt);
+        else
+            nxt = none;
+        run = cur.tok | (cur.join & ((cur.tok << 1) | (prev_tok >> 63)) &
+                         ((cur.tok >> 1) | (nxt.tok << 63)));
+        /* Is the next block's first byte in a run (a token byte, or a joiner
+         * between this block's last byte and its second)? */
+        next_run0 = (nxt.tok & 1) | (nxt.join & (cur.tok >> 63) & (nxt.tok >> 1) & 1);
+        starts = run & ~((run << 1) | (prev_run >> 63));
+        ends = run & ~((run >> 1) | (next_run0 << 63));
+        ev = starts | ends | cur.solo;
+        while (ev) {
+            unsigned b = (unsigned)__builtin_ctzll(ev);
+            uint64_t bit = 1ull << b;
+            size_t pos = base + b;
+            ev &= ev - 1;
+            if (cur.solo & bit) {
+                put(f, hname(seed, p + pos, 1, 0, n - pos), prefix, s + pos, 1, 0, 1.0f);
+                prev_start = -1;
+                if (++count >= max_tokens) {
+                    up += (size_t)__builtin_popcountll(cur.upper & low_bits(b + 1));
+                    let += (size_t)__builtin_popcountll(cur.letter & low_bits(b + 1));
+                    goto done;
+                }
+                continue;
             }
-            prev_h = h;
-            prev_start = (long)start;
+            if (starts & bit) tstart = pos;
+            if (!(ends & bit)) continue;
+            end = pos + 1;
+            tlen = end - tstart;
+            if (UNLIKELY(tlen > MAX_TOKEN_LEN)) {
+                put(f, hname(seed, (const uint8_t *)LONG_TOKEN, 5, 0, 5), prefix, LONG_TOKEN, 5,
+                    0, 1.0f);
+            } else {
+                int digit = 0;
+                if (tlen > 4) {
+                    /* A token of at most 30 bytes lies in this block and the
+                     * one before. */
+                    if (tstart >= base)
+                        digit = (cur.digit & low_bits(b + 1) & ~low_bits(tstart - base)) != 0;
+                    else
+                        digit = (cur.digit & low_bits(b + 1)) != 0 ||
+                                (prev_digit & ~low_bits(tstart - (base - 64))) != 0;
+                }
+                if (digit) {
+                    const char *shape = SHAPES[tlen < 13 ? tlen - 5 : 8];
+                    size_t sl = strlen(shape);
+                    put(f, hname(seed, (const uint8_t *)shape, sl, 0, sl), prefix, shape, sl, 0,
+                        1.0f);
+                } else {
+                    h = hname(seed, p + tstart, tlen, 1, n - tstart);
+                    put(f, h, prefix, s + tstart, tlen, 1, 1.0f);
+                    if (prefix2 && prev_start >= 0) {
+                        put(f, hpair(seed2, prev_h, h), prefix2, s + prev_start,
+                            end - (size_t)prev_start, 1, 1.0f);
+                        count++;
+                    }
+                    prev_h = h;
+                    prev_start = (long)tstart;
+                }
+            }
+            if (++count >= max_tokens) {
+                up += (size_t)__builtin_popcountll(cur.upper & low_bits(b + 1));
+                let += (size_t)__builtin_popcountll(cur.letter & low_bits(b + 1));
+                goto done;
+            }
         }
-        count++;
+        up += (size_t)__builtin_popcountll(cur.upper);
+        let += (size_t)__builtin_popcountll(cur.letter);
+        prev_tok = cur.tok;
+        prev_run = run;
+        prev_digit = cur.digit;
+        cur = nxt;
     }
-    /* Letters only occur inside tokens, so the case counts of the bytes read
-     * are those of the tokens; a separate loop over them vectorises, where
-     * two counters in the token loop cost two of its ~ten instructions per
-     * byte. */
-    for (start = 0; start < i; start++) {
-        uint8_t c = p[start];
-        up += (uint8_t)(c - 'A') < 26;
-        let += (uint8_t)((c | 32) - 'a') < 26;
-    }
+done:
     *upper += up;
     *letters += let;
     return (long)count;
@@ -271,9 +428,9 @@ long atlas_url_path_tokens(atlas_feats *f, const char *prefix, const char *url, 
             i++;
         }
         if (i - start > 20 || (digit && i - start > 3)) {
-            put(f, fnv(seed, "#id", 3, 0), prefix, "#id", 3, 0, 1.0f);
+            put(f, hname(seed, (const uint8_t *)"#id", 3, 0, 3), prefix, "#id", 3, 0, 1.0f);
         } else {
-            put(f, fnv(seed, url + start, i - start, 1), prefix, url + start, i - start, 1,
+            put(f, hname(seed, p + start, i - start, 1, n - start), prefix, url + start, i - start, 1,
                 1.0f);
         }
         count++;

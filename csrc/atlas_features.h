@@ -24,7 +24,7 @@ typedef struct {
     atlas_feat *items;
     size_t n;
     size_t cap;
-    uint32_t mask;
+    int shift; /* bucket = hash >> shift: the top 32 - shift bits */
     /* When set, each pushed feature's weight is prefetched: the scorer reads
      * it a few hundred features later, by when the load has landed instead
      * of stalling on a cache miss into a multi-megabyte weight array. */
@@ -34,13 +34,20 @@ typedef struct {
 int atlas_feats_reserve(atlas_feats *f, size_t extra);
 void atlas_feats_free(atlas_feats *f);
 
-uint32_t atlas_fnv(uint32_t h, const char *s, size_t n, int fold);
+/* Hash of name s[:n] (``fold``: ASCII lower-cased) under a prefix's seed. */
+uint32_t atlas_hash(uint32_t seed, const char *s, size_t n, int fold);
+/* Seed of a prefix: of a C string, or of s[:n]. */
 uint32_t atlas_prefix_seed(const char *prefix);
-uint32_t atlas_fmix32(uint32_t h);
+uint32_t atlas_seed_n(const char *s, size_t n, int fold);
 
 /* Push one feature: ``prefix`` + ``name`` hashed (``fold``: ASCII lower-cased). */
 int atlas_push(atlas_feats *f, const char *prefix, uint32_t seed, const char *name, size_t n,
                int fold, float value);
+
+/* Push a whole-string feature "prefix:rest" (prefix "" for the reasons):
+ * hashed as prefix "prefix:" and name "rest", as feature_bucket() splits a
+ * name at its first ':'. */
+int atlas_push_split(atlas_feats *f, const char *name, size_t n, int fold, float value);
 
 /* Push the tokens of s[:n] (and bigrams of adjacent word tokens when
  * ``prefix2`` is not NULL), at most ``max_tokens`` pushes; counts upper-case
