@@ -56,3 +56,6 @@ def sgd_train(
 def margins_csr(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, w: np.ndarray, bias: float
 ) -> np.ndarray: ...
+def chunk_records(
+    parsed: list, verdicts: list, starts: array, ends: array, base: int
+) -> list[tuple]: ...

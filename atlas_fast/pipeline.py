@@ -31,12 +31,13 @@ import _posixshmem
 import msgspec
 
 from . import __version__
+from ._features import chunk_records
 from ._parser import parse_chunk, parse_message
 from .config import Settings, resolve_settings
 from .errors import AtlasError, InputError
 from .migrations import connect, drop_indexes, ensure_indexes
 from .monitor import PerformanceMetrics, ResourceSampler, monitor_operation, store_run_metrics
-from .records import MessageRecord, RecordBatch, encode_batch
+from .records import RecordBatch, encode_batch
 from .splitter import MboxSplitter, Oversized
 from .writer import run_writer, utc_now
 
@@ -114,27 +115,6 @@ def _parse_slot(buf, starts: array, ends: array) -> list:
         return out
 
 
-def _records(parsed: list, verdicts, starts: array, ends: array, base: int) -> list:
-    records = []
-    for i, msg in enumerate(parsed):
-        start = starts[i]
-        offset = base + start
-        length = ends[i] - start
-        if isinstance(msg, Exception):
-            records.append(
-                MessageRecord(offset, length, error=f"parser failure: {type(msg).__name__}")
-            )
-            continue
-        v = verdicts[i]
-        records.append(MessageRecord(
-            offset, length, msg.message_id, msg.from_addr, msg.from_domain, msg.subject,
-            msg.date, v.label, v.category, v.score, v.decided_by, v.rule_id, v.reasons,
-            msg.n_parts, msg.n_attachments, msg.n_urls, v.registered_domain, v.origin_ip,
-            v.origin_country, v.spf, v.dkim, v.dmarc, msg.error,
-        ))
-    return records
-
-
 def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk,
                  classifier, parent_pid):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -198,12 +178,12 @@ def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, pa
         verdicts = _classify(classifier, parsed)
         cache_counts = _record_cache_delta(metrics, classifier, cache_counts)
         with monitor_operation("encode", "chunk"):
-            records = _records(parsed, verdicts, starts, ends, base)
+            records = chunk_records(parsed, verdicts, starts, ends, base)
             del parsed, verdicts  # the records hold what is kept of them
             batch = RecordBatch(seq, base, base + nbytes, records, metrics.drain_delta())
             try:
                 data = encode_batch(batch)
-            except msgspec.EncodeError:  # a lone surrogate in some header
+            except (msgspec.EncodeError, UnicodeEncodeError):  # a lone surrogate somewhere
                 _scrub(records)
                 data = encode_batch(batch)
         out_queue.put(data)
@@ -259,13 +239,9 @@ def _record_cache_delta(metrics, classifier, previous: dict) -> dict:
 
 def _scrub(records: list) -> None:
     """Replace what UTF-8 cannot carry (lone surrogates) with U+FFFD."""
-    for rec in records:
-        for name in rec.__struct_fields__:
-            value = getattr(rec, name)
-            if isinstance(value, str):
-                setattr(rec, name, value.encode("utf-8", "replace").decode("utf-8"))
-
-
+    for i, rec in enumerate(records):
+        records[i] = tuple(v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str)
+                           else v for v in rec)
 
 
 # ---------------------------------------------------------------------------

@@ -73,7 +73,9 @@ WIRE_KINDS = _wire_kinds(MessageRecord)
 class RecordBatch(msgspec.Struct, array_like=True, gc=False):
     """All records of one chunk, with the chunk's place in the input.
 
-    ``seq`` numbers chunks in input order; ``start``/``end`` are the byte
+    ``records`` are MessageRecords, or tuples of their fields in order (the
+    workers' ``_features.chunk_records``): both encode as the same arrays,
+    and decode as MessageRecords.  ``seq`` numbers chunks in input order; ``start``/``end`` are the byte
     range of the input the chunk covers, so the writer can advance the resume
     point once every chunk before it is committed.  ``metrics`` carries the
     worker's performance-monitor delta (see :mod:`atlas_fast.monitor`):
