@@ -720,14 +720,51 @@ size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want) {
 
 #define ATLAS_CI_BLOCK 4096
 
-/* Lower-case a block of the haystack (a loop gcc vectorises), then let
- * glibc's memmem search it; blocks overlap by m - 1 bytes so no match is
- * split.  About 5x faster than comparing case-folded bytes at every offset,
- * which is what a sender-domain-in-Received check did per header. */
+ATLAS_INLINE int eq_ci(const char *hay, const char *needle, size_t m) {
+    size_t k;
+    for (k = 0; k < m; k++)
+        if (atlas_lower((uint8_t)hay[k]) != (uint8_t)needle[k]) return 0;
+    return 1;
+}
+
+#ifdef __SSE2__
+/* 'A'..'Z' -> 'a'..'z' in 16 bytes. */
+ATLAS_INLINE __m128i fold16(__m128i v) {
+    __m128i u = _mm_sub_epi8(v, _mm_set1_epi8('A'));
+    __m128i up = _mm_cmpeq_epi8(_mm_min_epu8(u, _mm_set1_epi8(25)), u);
+    return _mm_or_si128(v, _mm_and_si128(up, _mm_set1_epi8(0x20)));
+}
+#endif
+
+/* With SSE2, 16 offsets at a time are tested for the needle's first two
+ * bytes (the haystack case-folded in registers) and only those candidates
+ * compared in full: the sender-domain-in-Received check runs over every
+ * Received header of every message.  Otherwise: lower-case a block of the
+ * haystack (a loop gcc vectorises), then let glibc's memmem search it;
+ * blocks overlap by m - 1 bytes so no match is split. */
 int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m) {
     uint8_t buf[ATLAS_CI_BLOCK];
     size_t pos = 0, len, i;
     if (m == 0) return 1;
+#ifdef __SSE2__
+    if (m >= 2 && n >= m) {
+        __m128i c0 = _mm_set1_epi8(needle[0]), c1 = _mm_set1_epi8(needle[1]);
+        for (i = 0; i + 17 <= n; i += 16) {
+            __m128i a = fold16(_mm_loadu_si128((const __m128i *)(hay + i)));
+            __m128i b = fold16(_mm_loadu_si128((const __m128i *)(hay + i + 1)));
+            unsigned mask = (unsigned)_mm_movemask_epi8(
+                _mm_and_si128(_mm_cmpeq_epi8(a, c0), _mm_cmpeq_epi8(b, c1)));
+            while (mask) {
+                size_t at = i + (size_t)__builtin_ctz(mask);
+                if (at + m <= n && eq_ci(hay + at + 2, needle + 2, m - 2)) return 1;
+                mask &= mask - 1;
+            }
+        }
+        for (; i + m <= n; i++)
+            if (eq_ci(hay + i, needle, m)) return 1;
+        return 0;
+    }
+#endif
     if (m > ATLAS_CI_BLOCK / 2 || n < m) {
         if (n < m) return 0;
         for (pos = 0; pos + m <= n; pos++) { /* very long needles: rare */

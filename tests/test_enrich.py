@@ -158,6 +158,12 @@ def test_contains_ci_matches_python(seed):
             hay = hay[:at] + needle.upper() + hay[at + len(needle):]
         expected = needle in "".join(c.lower() if c.isascii() else c for c in hay)
         assert contains_ci(hay, needle) == expected, (seed, needle, len(hay))
+    # Short haystacks: the 16-offset loop's tail and edges.
+    for _ in range(3000):
+        needle = "".join(rng.choice("ab.") for _ in range(rng.randint(1, 5)))
+        hay = "".join(rng.choice("abAB. \u00e9") for _ in range(rng.randint(0, 40)))
+        expected = needle in "".join(c.lower() if c.isascii() else c for c in hay)
+        assert contains_ci(hay, needle) == expected, (seed, needle, hay)
 
 
 def test_memo_is_bounded():
