@@ -880,6 +880,22 @@ cpdef list render_chunk(list msgs, Py_ssize_t body_cap):
 # Enrichment inputs of a whole chunk (see enrich.Enricher.enrich_chunk)
 # ---------------------------------------------------------------------------
 
+cdef inline object _lower_host(const char *p, Py_ssize_t n):
+    # p[:n].decode("utf-8", "replace").lower(), folded in a stack buffer
+    # for the usual short ASCII host (no bytes object, no second str).
+    cdef char buf[256]
+    cdef Py_ssize_t k
+    cdef unsigned char c
+    if n > 256:
+        return p[:n].decode("utf-8", "replace").lower()
+    for k in range(n):
+        c = <unsigned char>p[k]
+        if c >= 128:
+            return p[:n].decode("utf-8", "replace").lower()
+        buf[k] = <char>(c + 32 if 65 <= c <= 90 else c)
+    return PyUnicode_DecodeASCII(buf, n, NULL)
+
+
 cpdef tuple enrich_inputs(list msgs, Py_ssize_t max_hosts):
     """Per message: its distinct URL hosts (at most ``max_hosts``), the
     Received chain's first public IPv4 (``False``: ask the Python reader),
@@ -908,7 +924,7 @@ cpdef tuple enrich_inputs(list msgs, Py_ssize_t max_hosts):
                 p = PyUnicode_AsUTF8AndSize(url, &n)
                 if not atlas_url_host(p, n, &hs, &he):
                     continue
-                host = p[hs:he].decode("utf-8", "replace").lower()
+                host = _lower_host(p + hs, he - hs)
                 if host not in seen:
                     seen.append(host)
                     if len(seen) >= max_hosts:
