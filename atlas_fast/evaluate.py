@@ -61,6 +61,19 @@ class TrainParams(msgspec.Struct, frozen=True):
     # boundary shape, priority flags, Precedence, MIME-Version, transfer
     # encoding), 3 runs: 0.104 % / 96.72 % (all train mail: 0.081 % / 96.94 %).
     averaged_runs: int = 3
+    # NB-weighted logistic regression (NBSVM, Wang & Manning 2012): each
+    # bucket's value is scaled by ``(1 - nb_mix) + nb_mix * |r|``, r the Naive
+    # Bayes log-count ratio of the training data (:func:`nb_log_ratios`,
+    # smoothing ``nb_alpha``), and the scale is folded back into the weights,
+    # so the model file and the classifier are unchanged.  Under AdaGrad this
+    # gives each bucket a step size in proportion to its scale: buckets that
+    # tell the classes apart move fast, the rest stay near zero.  0 is plain
+    # logistic regression.
+    nb_mix: float = 0.0
+    nb_alpha: float = 1.0
+    # Naive Bayes as a prior: ``nb_prior * r`` is added to the weights of the
+    # buckets seen in training.  0 is off.
+    nb_prior: float = 0.0
 
 
 def read_messages(paths) -> list:
@@ -137,10 +150,45 @@ def fit_logistic(csr, y, params: TrainParams, seed: int) -> np.ndarray:
     ``params.averaged_runs`` > 1 the weights of that many runs, seeded
     ``seed``, ``seed + 1000``, ..., are averaged.
     """
+    scale = r = None
+    if params.nb_mix or params.nb_prior:
+        r = nb_log_ratios(csr, y, params.nbits, params.nb_alpha)
+    if params.nb_mix:
+        scale = nb_scale(r, params.nb_mix)
+        indptr, indices, data = csr
+        csr = (indptr, indices, (data * scale[indices]).astype(np.float32))
     runs = [_fit_once(csr, y, params, seed + 1000 * j) for j in range(max(1, params.averaged_runs))]
-    if len(runs) == 1:
-        return runs[0]
-    return np.mean(runs, axis=0)
+    w = runs[0] if len(runs) == 1 else np.mean(runs, axis=0)
+    if scale is not None:
+        w[:-1] *= scale
+    if params.nb_prior:
+        w[:-1] += params.nb_prior * r
+    return w
+
+
+def nb_log_ratios(csr, y, nbits: int, alpha: float = 1.0) -> np.ndarray:
+    """Naive Bayes log-count ratio of every bucket (Wang & Manning 2012).
+
+    ``r = log((p + alpha) / |p + alpha|_1) - log((q + alpha) / |q + alpha|_1)``,
+    p and q the sums of each bucket's values over the spam and the ham rows
+    of ``csr``.  Buckets that no row uses get 0, not the ratio of the two
+    norms, so that they stay out of the model.
+    """
+    indptr, indices, data = csr
+    y = np.asarray(y)
+    size = 1 << nbits
+    row_is_spam = np.repeat(y > 0.5, np.diff(indptr))
+    vals = data.astype(np.float64)
+    p = np.bincount(indices, weights=np.where(row_is_spam, vals, 0.0), minlength=size) + alpha
+    q = np.bincount(indices, weights=np.where(row_is_spam, 0.0, vals), minlength=size) + alpha
+    r = np.log(p / p.sum()) - np.log(q / q.sum())
+    r[np.bincount(indices, minlength=size) == 0] = 0.0
+    return r
+
+
+def nb_scale(r: np.ndarray, mix: float) -> np.ndarray:
+    """Per-bucket feature scale ``(1 - mix) + mix * |r|``."""
+    return (1.0 - mix) + mix * np.abs(r)
 
 
 def _fit_once(csr, y, params: TrainParams, seed: int) -> np.ndarray:

@@ -73,3 +73,90 @@ def test_filter_tags_are_stripped_for_training():
     assert strip_filter_tags(msgs) == 3
     assert [m.subject for m in msgs] == ["cheap", "Info", "[ILUG] list mail", "Re: [spam] talk",
                                         None, "[SPAMX] no", ""]
+
+
+# ---------------------------------------------------------------------------
+# NB-weighted logistic regression
+# ---------------------------------------------------------------------------
+
+
+def _csr(rows):
+    """CSR triple of a list of {bucket: value} rows."""
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(r) for r in rows])
+    indices = np.array([j for r in rows for j in r], dtype=np.int32)
+    data = np.array([v for r in rows for v in r.values()], dtype=np.float32)
+    return indptr, indices, data
+
+
+def _random_csr(seed, n=60, nbits=6):
+    print("seed", seed)
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 3 == 0).astype(np.float64)
+    rows = []
+    for label in y:
+        # Buckets 0-9 lean spam, 10-19 lean ham, the rest are noise.
+        pool = np.r_[0:10] if label else np.r_[10:20]
+        cols = set(rng.choice(pool, 3, replace=False)) | set(rng.integers(20, 1 << nbits, 4))
+        rows.append({int(j): float(rng.choice([0.5, 1.0, 1.5])) for j in sorted(cols)})
+    return _csr(rows), y
+
+
+def test_nb_log_ratios_by_hand():
+    from atlas_fast.evaluate import nb_log_ratios
+
+    # nbits 2: buckets 0..3; bucket 3 is in no row.
+    csr = _csr([{0: 1.0, 1: 0.5}, {0: 2.0}, {1: 1.0, 2: 0.5}])
+    y = np.array([1, 1, 0])
+    r = nb_log_ratios(csr, y, nbits=2, alpha=1.0)
+    p = np.array([3.0, 0.5, 0.0, 0.0]) + 1  # spam sums + alpha
+    q = np.array([0.0, 1.0, 0.5, 0.0]) + 1  # ham sums + alpha
+    want = np.log(p / p.sum()) - np.log(q / q.sum())
+    want[3] = 0.0
+    np.testing.assert_allclose(r, want)
+    assert r[0] > 0 > r[2] and r[3] == 0.0
+
+
+def test_nb_scale_folded_into_weights_gives_the_scaled_margins():
+    from atlas_fast.evaluate import (
+        TrainParams, _fit_once, _margins, fit_logistic, nb_log_ratios, nb_scale,
+    )
+
+    (indptr, indices, data), y = _random_csr(3)
+    p = TrainParams(nbits=6, epochs=5, averaged_runs=2, nb_mix=0.7, nb_alpha=0.5)
+    w = fit_logistic((indptr, indices, data), y, p, seed=5)
+    scale = nb_scale(nb_log_ratios((indptr, indices, data), y, 6, 0.5), 0.7)
+    scaled = (indptr, indices, (data * scale[indices]).astype(np.float32))
+    w_scaled = np.mean([_fit_once(scaled, y, p, 5), _fit_once(scaled, y, p, 1005)], axis=0)
+    np.testing.assert_allclose(w[:-1], w_scaled[:-1] * scale)
+    assert w[-1] == w_scaled[-1]
+    np.testing.assert_allclose(_margins((indptr, indices, data), w), _margins(scaled, w_scaled),
+                               rtol=1e-6, atol=1e-9)
+    # The scale moves the weights towards the buckets that tell the classes apart.
+    assert w[:10].sum() > 0 > w[10:20].sum()
+
+
+def test_nb_training_is_deterministic_and_off_by_default():
+    from atlas_fast.evaluate import TrainParams, _fit_once, fit_logistic
+
+    csr, y = _random_csr(11)
+    p = TrainParams(nbits=6, epochs=3, averaged_runs=1)
+    assert p.nb_mix == 0.0 and p.nb_prior == 0.0
+    np.testing.assert_array_equal(fit_logistic(csr, y, p, seed=2), _fit_once(csr, y, p, 2))
+    for q in (TrainParams(nbits=6, epochs=3, nb_mix=0.5), TrainParams(nbits=6, epochs=3, nb_prior=0.1)):
+        a, b = fit_logistic(csr, y, q, seed=2), fit_logistic(csr, y, q, seed=2)
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, fit_logistic(csr, y, q, seed=3))
+
+
+def test_nb_prior_adds_the_ratios_to_seen_buckets_only():
+    from atlas_fast.evaluate import TrainParams, fit_logistic, nb_log_ratios
+
+    csr, y = _random_csr(17)
+    base = TrainParams(nbits=6, epochs=3)
+    w0 = fit_logistic(csr, y, base, seed=4)
+    w1 = fit_logistic(csr, y, TrainParams(nbits=6, epochs=3, nb_prior=0.25), seed=4)
+    r = nb_log_ratios(csr, y, 6)
+    np.testing.assert_allclose(w1[:-1], w0[:-1] + 0.25 * r)
+    unseen = np.setdiff1d(np.arange(64), csr[1])
+    assert (w1[unseen] == 0).all()

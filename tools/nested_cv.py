@@ -1,7 +1,7 @@
 """Estimate what the training procedure gives on unseen mail, from the train files only.
 
     python tools/nested_cv.py [--corpus ../shared/corpus] [--reps 2] [--averaged-runs N]
-                              [--target-fpr F]
+                              [--target-fpr F] [--param NAME=VALUE ...]
 
 Nested cross-validation: the train files (SpamAssassin and CSDMC2010, ham and
 spam) are split into 5 stratified outer folds.  For each outer fold the whole
@@ -11,7 +11,9 @@ those margins, the final fit on all four folds.  That model and threshold
 then classify the held-out fold, with rule exits (a built-in rule at or above
 the exit confidence decides spam) as the classifier applies them.  Counts are
 pooled over folds and repetitions, for all messages and for the
-SpamAssassin messages alone (the test split of issue 3 is SpamAssassin mail).
+SpamAssassin messages alone (the test split of issue 3 is SpamAssassin mail),
+and per repetition as ``per_rep``: [false positives, spam recall %] (their
+spread is the noise a change must beat).
 
 The test split is never read.
 """
@@ -58,6 +60,8 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--averaged-runs", type=int, default=None)
     ap.add_argument("--target-fpr", type=float, default=None)
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a TrainParams field, e.g. --param l2=3e-5 (repeatable)")
     ap.add_argument("--keep-filter-tags", action="store_true",
                     help="do not strip [SPAM] subject tags (train_model strips them)")
     args = ap.parse_args(argv)
@@ -66,6 +70,12 @@ def main(argv=None):
         params = msgspec.structs.replace(params, averaged_runs=args.averaged_runs)
     if args.target_fpr is not None:
         params = msgspec.structs.replace(params, target_fpr=args.target_fpr)
+    for item in args.param:
+        name, _, value = item.partition("=")
+        if name not in TrainParams.__struct_fields__:
+            ap.error(f"--param {item}: TrainParams has no field {name!r}")
+        kind = type(getattr(params, name))
+        params = msgspec.structs.replace(params, **{name: kind(value)})
     msgs, labels, is_sa = [], [], []
     for label, kind in ((0, "ham"), (1, "spam")):
         for name in ("spamassassin", "csdmc2010"):
@@ -94,6 +104,8 @@ def main(argv=None):
         fp, tp = int(pred[:, ham].sum()), int(pred[:, spam].sum())
         n_ham, n_spam = int(ham.sum()) * args.reps, int(spam.sum()) * args.reps
         out[name] = {
+            "per_rep": [[int(pred[r, ham].sum()), round(float(100 * pred[r, spam].mean()), 2)]
+                        for r in range(args.reps)],
             "false_positives": fp,
             "ham": n_ham,
             "ham_fpr_pct": round(100 * fp / n_ham, 3),
