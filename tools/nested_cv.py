@@ -58,6 +58,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=os.path.join(HERE, "..", "..", "shared", "corpus"))
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--first-rep", type=int, default=0,
+                    help="number of the first repetition (its folds are seeded 11 + number), "
+                         "to add repetitions to an earlier run")
     ap.add_argument("--averaged-runs", type=int, default=None)
     ap.add_argument("--target-fpr", type=float, default=None)
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -93,12 +96,12 @@ def main(argv=None):
     csr = featurize(msgs, params.nbits)
     pred = np.zeros((args.reps, len(y)), dtype=bool)
     for rep in range(args.reps):
-        outer = _folds(y, 5, 11 + rep)
+        outer = _folds(y, 5, 11 + args.first_rep + rep)
         for k in range(5):
             tr, te = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
-            w, thr = _procedure(_rows(csr, tr), y[tr], params, (11 + rep) * 100 + k)
+            w, thr = _procedure(_rows(csr, tr), y[tr], params, (11 + args.first_rep + rep) * 100 + k)
             pred[rep, te] = (_margins(_rows(csr, te), w) >= thr) | exits[te]
-    out = {"params": msgspec.structs.asdict(params), "reps": args.reps}
+    out = {"params": msgspec.structs.asdict(params), "reps": args.reps, "first_rep": args.first_rep}
     for name, sel in (("all", np.ones(len(y), dtype=bool)), ("spamassassin", is_sa)):
         ham, spam = sel & (y < 0.5), sel & (y > 0.5)
         fp, tp = int(pred[:, ham].sum()), int(pred[:, spam].sum())
