@@ -260,6 +260,20 @@ static void classify_block(const uint8_t *p, size_t avail, block_masks *m) {
 #endif
 }
 
+/* Bits set in x.  Without -mpopcnt (wheels target baseline x86-64),
+ * __builtin_popcountll is a call into libgcc; this is a dozen inline
+ * instructions. */
+ATLAS_INLINE unsigned popcount64(uint64_t x) {
+#if defined(__POPCNT__)
+    return (unsigned)__builtin_popcountll(x);
+#else
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return (unsigned)((x * 0x0101010101010101ull) >> 56);
+#endif
+}
+
 ATLAS_INLINE uint64_t low_bits(size_t k) { return k >= 64 ? ~0ull : (1ull << k) - 1; }
 
 long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
@@ -310,8 +324,8 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                 put(f, hname(seed, p + pos, 1, 0, n - pos), prefix, s + pos, 1, 0, 1.0f);
                 prev_start = -1;
                 if (++count >= max_tokens) {
-                    up += (size_t)__builtin_popcountll(cur.upper & low_bits(b + 1));
-                    let += (size_t)__builtin_popcountll(cur.letter & low_bits(b + 1));
+                    up += (size_t)popcount64(cur.upper & low_bits(b + 1));
+                    let += (size_t)popcount64(cur.letter & low_bits(b + 1));
                     goto done;
                 }
                 continue;
@@ -352,13 +366,13 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                 }
             }
             if (++count >= max_tokens) {
-                up += (size_t)__builtin_popcountll(cur.upper & low_bits(b + 1));
-                let += (size_t)__builtin_popcountll(cur.letter & low_bits(b + 1));
+                up += (size_t)popcount64(cur.upper & low_bits(b + 1));
+                let += (size_t)popcount64(cur.letter & low_bits(b + 1));
                 goto done;
             }
         }
-        up += (size_t)__builtin_popcountll(cur.upper);
-        let += (size_t)__builtin_popcountll(cur.letter);
+        up += (size_t)popcount64(cur.upper);
+        let += (size_t)popcount64(cur.letter);
         prev_tok = cur.tok;
         prev_run = run;
         prev_digit = cur.digit;
