@@ -43,6 +43,9 @@ class TrainParams(msgspec.Struct, frozen=True):
     nbits: int = 22
     epochs: int = 20
     lr: float = 0.2
+    # Nested CV with 2**22 buckets, 4 repetitions, SpamAssassin ham FP /
+    # spam recall: 1e-5 -> 15 FP, 96.84 %; 3e-6 -> 17 FP, 96.64 %; 3e-5 ->
+    # 15 FP, 96.56 %.
     l2: float = 1e-5
     folds: int = 5
     # The decision threshold is set on out-of-fold scores so that at most this
