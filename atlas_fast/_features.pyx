@@ -1461,6 +1461,11 @@ cpdef list chunk_verdicts(list hits, list enrich, list exits, list model_idx, ob
 # Rows of a chunk for the writer (see pipeline._work)
 # ---------------------------------------------------------------------------
 
+# Fields 2..21 of an error row: MessageRecord's defaults (None, the three
+# counts 0).
+cdef tuple _ERROR_ROW_MIDDLE = (None,) * 11 + (0, 0, 0) + (None,) * 6
+
+
 cdef inline void _put(tuple t, Py_ssize_t i, object v):
     Py_INCREF(v)
     PyTuple_SET_ITEM(t, i, v)
@@ -1479,28 +1484,22 @@ cpdef list chunk_records(list parsed, list verdicts, const int64_t[::1] starts,
     cdef ParsedMessage pm
     cdef tuple t
     cdef int64_t start
-    cdef Py_ssize_t k
     for i in range(m):
         msg = parsed[i]
         start = starts[i]
-        t = PyTuple_New(23)
-        _put(t, 0, base + start)
-        _put(t, 1, ends[i] - start)
         if type(msg) is not ParsedMessage:
             if not isinstance(msg, Exception):
-                raise TypeError(f"expected a ParsedMessage or an Exception, got {type(msg).__name__}")
-            for k in range(2, 13):
-                _put(t, k, None)
-            _put(t, 13, 0)
-            _put(t, 14, 0)
-            _put(t, 15, 0)
-            for k in range(16, 22):
-                _put(t, k, None)
-            _put(t, 22, f"parser failure: {type(msg).__name__}")
-            out[i] = t
+                raise TypeError(
+                    f"expected a ParsedMessage or an Exception, got {type(msg).__name__}")
+            # Rare: the fields' defaults (records.MessageRecord) and the reason.
+            out[i] = ((base + start, ends[i] - start) + _ERROR_ROW_MIDDLE
+                      + (f"parser failure: {type(msg).__name__}",))
             continue
         pm = <ParsedMessage>msg
         v = verdicts[i]
+        t = PyTuple_New(23)
+        _put(t, 0, base + start)
+        _put(t, 1, ends[i] - start)
         _put(t, 2, pm.message_id)
         _put(t, 3, pm.from_addr)
         _put(t, 4, pm.from_domain)

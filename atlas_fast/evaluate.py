@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import time
 
 import msgspec
@@ -86,9 +86,6 @@ class TrainParams(msgspec.Struct, frozen=True):
     # 0.118 % / 96.29 % with version 4, 2 repetitions).
     nb_mix: float = 0.0
     nb_alpha: float = 1.0
-    # Naive Bayes as a prior: ``nb_prior * r`` is added to the weights of the
-    # buckets seen in training.  0 is off.
-    nb_prior: float = 0.0
 
 
 def read_messages(paths) -> list:
@@ -165,19 +162,15 @@ def fit_logistic(csr, y, params: TrainParams, seed: int) -> np.ndarray:
     ``params.averaged_runs`` > 1 the weights of that many runs, seeded
     ``seed``, ``seed + 1000``, ..., are averaged.
     """
-    scale = r = None
-    if params.nb_mix or params.nb_prior:
-        r = nb_log_ratios(csr, y, params.nbits, params.nb_alpha)
+    scale = None
     if params.nb_mix:
-        scale = nb_scale(r, params.nb_mix)
+        scale = nb_scale(nb_log_ratios(csr, y, params.nbits, params.nb_alpha), params.nb_mix)
         indptr, indices, data = csr
         csr = (indptr, indices, (data * scale[indices]).astype(np.float32))
     runs = [_fit_once(csr, y, params, seed + 1000 * j) for j in range(max(1, params.averaged_runs))]
     w = runs[0] if len(runs) == 1 else np.mean(runs, axis=0)
     if scale is not None:
         w[:-1] *= scale
-    if params.nb_prior:
-        w[:-1] += params.nb_prior * r
     return w
 
 

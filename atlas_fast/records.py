@@ -75,9 +75,10 @@ class RecordBatch(msgspec.Struct, array_like=True, gc=False):
 
     ``records`` are MessageRecords, or tuples of their fields in order (the
     workers' ``_features.chunk_records``): both encode as the same arrays,
-    and decode as MessageRecords.  ``seq`` numbers chunks in input order; ``start``/``end`` are the byte
-    range of the input the chunk covers, so the writer can advance the resume
-    point once every chunk before it is committed.  ``metrics`` carries the
+    and decode as MessageRecords.  ``seq`` numbers chunks in input order;
+    ``start``/``end`` are the byte range of the input the chunk covers, so
+    the writer can advance the resume point once every chunk before it is
+    committed.  ``metrics`` carries the
     worker's performance-monitor delta (see :mod:`atlas_fast.monitor`):
     ``"category.operation"`` -> every duration measured, in ms, and
     ``"#counter"`` -> ``[value]``.  A batch with ``seq == -1`` carries only a

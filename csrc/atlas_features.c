@@ -180,7 +180,6 @@ static const char LONG_TOKEN[] = "#long";
 enum { C_TOK = 1, C_UPPER = 2, C_LETTER = 4, C_DIGIT = 8, C_JOIN = 16, C_SOLO = 32 };
 
 static uint8_t CLS[256];
-static uint8_t LOWER[256];
 static uint8_t IS_WS[256];
 static uint8_t SQUEEZED[256]; /* whitespace -> ' ', else the byte */
 static int tables_ready = 0;
@@ -196,7 +195,6 @@ static void init_tables(void) {
         else if (c == '\'' || c == '.' || c == '-' || c == '_') k = C_JOIN;
         else if (c == '$' || c == '!') k = C_SOLO;
         CLS[c] = k;
-        LOWER[c] = atlas_lower((uint8_t)c);
         IS_WS[c] = (c == ' ' || (c >= '\t' && c <= '\r'));
         SQUEEZED[c] = IS_WS[c] ? ' ' : (uint8_t)c;
     }
@@ -234,11 +232,15 @@ static void classify_block(const uint8_t *p, size_t avail, block_masks *m) {
         uint64_t um = (uint16_t)_mm_movemask_epi8(
             _mm_cmpeq_epi8(_mm_min_epu8(u, _mm_set1_epi8(25)), u));
         uint64_t hm = (uint16_t)_mm_movemask_epi8(v);
-        uint64_t jm = (uint16_t)_mm_movemask_epi8(_mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\'')), _mm_cmpeq_epi8(v, _mm_set1_epi8('.'))),
-            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('-')), _mm_cmpeq_epi8(v, _mm_set1_epi8('_')))));
-        uint64_t sm = (uint16_t)_mm_movemask_epi8(
-            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('$')), _mm_cmpeq_epi8(v, _mm_set1_epi8('!'))));
+        __m128i q1 = _mm_cmpeq_epi8(v, _mm_set1_epi8('\''));
+        __m128i dot = _mm_cmpeq_epi8(v, _mm_set1_epi8('.'));
+        __m128i dash = _mm_cmpeq_epi8(v, _mm_set1_epi8('-'));
+        __m128i us = _mm_cmpeq_epi8(v, _mm_set1_epi8('_'));
+        __m128i dollar = _mm_cmpeq_epi8(v, _mm_set1_epi8('$'));
+        __m128i bang = _mm_cmpeq_epi8(v, _mm_set1_epi8('!'));
+        uint64_t jm = (uint16_t)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(q1, dot), _mm_or_si128(dash, us)));
+        uint64_t sm = (uint16_t)_mm_movemask_epi8(_mm_or_si128(dollar, bang));
         m->tok |= (dm | lm | hm) << (16 * q);
         m->digit |= dm << (16 * q);
         m->letter |= lm << (16 * q);
@@ -444,8 +446,8 @@ long atlas_url_path_tokens(atlas_feats *f, const char *prefix, const char *url, 
         if (i - start > 20 || (digit && i - start > 3)) {
             put(f, hname(seed, (const uint8_t *)"#id", 3, 0, 3), prefix, "#id", 3, 0, 1.0f);
         } else {
-            put(f, hname(seed, p + start, i - start, 1, n - start), prefix, url + start, i - start, 1,
-                1.0f);
+            put(f, hname(seed, p + start, i - start, 1, n - start), prefix, url + start,
+                i - start, 1, 1.0f);
         }
         count++;
     }
@@ -781,10 +783,8 @@ int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m) {
 #endif
     if (m > ATLAS_CI_BLOCK / 2 || n < m) {
         if (n < m) return 0;
-        for (pos = 0; pos + m <= n; pos++) { /* very long needles: rare */
-            for (i = 0; i < m && atlas_lower((uint8_t)hay[pos + i]) == (uint8_t)needle[i]; i++) {}
-            if (i == m) return 1;
-        }
+        for (pos = 0; pos + m <= n; pos++) /* very long needles: rare */
+            if (eq_ci(hay + pos, needle, m)) return 1;
         return 0;
     }
     while (pos + m <= n) {

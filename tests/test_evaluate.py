@@ -141,22 +141,9 @@ def test_nb_training_is_deterministic_and_off_by_default():
 
     csr, y = _random_csr(11)
     p = TrainParams(nbits=6, epochs=3, averaged_runs=1)
-    assert p.nb_mix == 0.0 and p.nb_prior == 0.0
+    assert p.nb_mix == 0.0
     np.testing.assert_array_equal(fit_logistic(csr, y, p, seed=2), _fit_once(csr, y, p, 2))
-    for q in (TrainParams(nbits=6, epochs=3, nb_mix=0.5), TrainParams(nbits=6, epochs=3, nb_prior=0.1)):
-        a, b = fit_logistic(csr, y, q, seed=2), fit_logistic(csr, y, q, seed=2)
-        np.testing.assert_array_equal(a, b)
-        assert not np.array_equal(a, fit_logistic(csr, y, q, seed=3))
-
-
-def test_nb_prior_adds_the_ratios_to_seen_buckets_only():
-    from atlas_fast.evaluate import TrainParams, fit_logistic, nb_log_ratios
-
-    csr, y = _random_csr(17)
-    base = TrainParams(nbits=6, epochs=3)
-    w0 = fit_logistic(csr, y, base, seed=4)
-    w1 = fit_logistic(csr, y, TrainParams(nbits=6, epochs=3, nb_prior=0.25), seed=4)
-    r = nb_log_ratios(csr, y, 6)
-    np.testing.assert_allclose(w1[:-1], w0[:-1] + 0.25 * r)
-    unseen = np.setdiff1d(np.arange(64), csr[1])
-    assert (w1[unseen] == 0).all()
+    q = TrainParams(nbits=6, epochs=3, nb_mix=0.5)
+    a, b = fit_logistic(csr, y, q, seed=2), fit_logistic(csr, y, q, seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, fit_logistic(csr, y, q, seed=3))

@@ -96,10 +96,11 @@ def main(argv=None):
     csr = featurize(msgs, params.nbits)
     pred = np.zeros((args.reps, len(y)), dtype=bool)
     for rep in range(args.reps):
-        outer = _folds(y, 5, 11 + args.first_rep + rep)
+        seed = 11 + args.first_rep + rep
+        outer = _folds(y, 5, seed)
         for k in range(5):
             tr, te = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
-            w, thr = _procedure(_rows(csr, tr), y[tr], params, (11 + args.first_rep + rep) * 100 + k)
+            w, thr = _procedure(_rows(csr, tr), y[tr], params, seed * 100 + k)
             pred[rep, te] = (_margins(_rows(csr, te), w) >= thr) | exits[te]
     out = {"params": msgspec.structs.asdict(params), "reps": args.reps, "first_rep": args.first_rep}
     for name, sel in (("all", np.ones(len(y), dtype=bool)), ("spamassassin", is_sa)):
