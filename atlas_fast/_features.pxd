@@ -47,6 +47,7 @@ cdef class Featurizer:
     cdef readonly bint bigrams
     cdef readonly float extra_value
     cdef uint32_t seed_struct
+    cdef uint32_t seed_enrich[6]
     cdef list keep
 
     cdef int _push_str(self, const char *prefix, str text, float value=*) except -1
@@ -55,6 +56,8 @@ cdef class Featurizer:
                     Py_ssize_t cap, Py_ssize_t max_tokens, size_t *upper,
                     size_t *letters) except -1
     cdef int _featurize(self, object msg, object extras) except -1
+    cdef int _push_enrichment(self, tuple extra) except -1
+    cdef int _push_prefixed(self, int k, str value, float v) except -1
     cdef int _header_value_tokens(self, object msg) except -1
     cdef tuple _names(self, Py_ssize_t *order, int K)
     cdef int _score_all(self, list msgs, list extras, const float *w, double bias, int K,

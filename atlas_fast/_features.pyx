@@ -160,6 +160,9 @@ cdef const char *P_CTYPE = "ctype:"
 cdef const char *P_MAILER = "mailer:"
 cdef const char *P_STRUCT = "struct:"
 cdef const char *P_NONE = ""
+# The prefixes of enrichment_features' strings, in its order.
+cdef const char *ENRICH_PREFIXES[6]
+ENRICH_PREFIXES[:] = [b"from_dom:", b"country:", b"spf:", b"dkim:", b"dmarc:", b"url_dom:"]
 
 cdef const char *URL_BUCKETS[6]
 URL_BUCKETS[:] = [b"urls_0", b"urls_1", b"urls_2_3", b"urls_4_7", b"urls_8_15", b"urls_16+"]
@@ -220,6 +223,9 @@ cdef class Featurizer:
         if atlas_feats_reserve(&self.fb, 4096) < 0:
             raise MemoryError()
         self.seed_struct = atlas_prefix_seed(P_STRUCT)
+        for i in range(6):
+            # As atlas_push_split seeds "from_dom:example.com".
+            self.seed_enrich[i] = atlas_seed_n(ENRICH_PREFIXES[i], strlen(ENRICH_PREFIXES[i]), 1)
         self.keep = []
 
     def __dealloc__(self):
@@ -359,9 +365,43 @@ cdef class Featurizer:
                 if name in allow:
                     self._push_str(P_HDR, name)
         if extras:
-            for item in extras:
-                self._push_str(P_NONE, item, self.extra_value)
+            if type(extras) is tuple:
+                self._push_enrichment(<tuple>extras)
+            else:
+                for item in extras:
+                    self._push_str(P_NONE, item, self.extra_value)
         self._header_value_tokens(msg)
+        return 0
+
+    cdef int _push_prefixed(self, int k, str value, float v) except -1:
+        cdef Py_ssize_t n, plen = <Py_ssize_t>strlen(ENRICH_PREFIXES[k])
+        cdef const char *s = PyUnicode_AsUTF8AndSize(value, &n)
+        if n > 200 - plen:
+            n = 200 - plen
+        if atlas_push(&self.fb, ENRICH_PREFIXES[k], self.seed_enrich[k], s, n, 1, v) < 0:
+            raise MemoryError()
+        return 0
+
+    cdef int _push_enrichment(self, tuple extra) except -1:
+        # A model_extras_packed item: the features model_extras_chunk would
+        # spell out as strings, in the same order with the same buckets
+        # ("from_dom:" + domain hashes as atlas_push_split hashes the
+        # joined string, capped at 200 bytes in all), without building them.
+        cdef tuple e = <tuple>extra[0]
+        cdef list hits = <list>extra[1]
+        cdef list rule_features = <list>extra[2]
+        cdef int k
+        cdef float v = self.extra_value
+        for k in range(5):
+            value = e[0 if k == 0 else k + 1]  # e[1] is the IP: not a feature
+            if value:
+                self._push_prefixed(k, value, v)
+        for value in <tuple>e[6]:
+            self._push_prefixed(5, value, v)
+        for item in <tuple>e[7]:
+            self._push_str(P_NONE, item, v)
+        for j in hits:
+            self._push_str(P_NONE, rule_features[j], v)
         return 0
 
     cdef int _header_value_tokens(self, object msg) except -1:
@@ -454,31 +494,46 @@ cdef class Featurizer:
 
     cdef int _score_all(self, list msgs, list extras, const float *w, double bias, int K,
                         double threshold, double[::1] out, list reasons) except -1:
+        # One pass per message: the margin, and the top K contributions on
+        # each side (the side is known only once the margin is), ranked in
+        # the same order two passes would see them, so the result is the same.
         cdef Py_ssize_t m = len(msgs), i, j, k
-        cdef double z, c, sign
+        cdef double z, c
+        cdef float wv
         cdef atlas_feat *f
-        cdef double best[8]
-        cdef Py_ssize_t where[8]
+        cdef double bpos[8]
+        cdef double bneg[8]
+        cdef Py_ssize_t wpos[8]
+        cdef Py_ssize_t wneg[8]
         for i in range(m):
             self._featurize(msgs[i], extras[i] if extras is not None else None)
             z = bias
-            for j in range(<Py_ssize_t>self.fb.n):
-                f = &self.fb.items[j]
-                z += w[f.bucket] * f.value
-            out[i] = z
             if K <= 0:
+                for j in range(<Py_ssize_t>self.fb.n):
+                    f = &self.fb.items[j]
+                    z += w[f.bucket] * f.value
+                out[i] = z
                 reasons[i] = ()
                 continue
-            sign = 1.0 if z >= threshold else -1.0
             for k in range(K):
-                best[k] = 0.0
-                where[k] = -1
+                bpos[k] = 0.0
+                bneg[k] = 0.0
+                wpos[k] = -1
+                wneg[k] = -1
             for j in range(<Py_ssize_t>self.fb.n):
                 f = &self.fb.items[j]
-                c = sign * w[f.bucket] * f.value
-                if c > best[K - 1]:
-                    _rank(best, where, K, c, j, self.fb.items)
-            reasons[i] = self._names(where, K)
+                wv = w[f.bucket]
+                z += wv * f.value  # a float product, as the margin always was
+                c = <double>wv * f.value
+                if c > bpos[K - 1]:
+                    _rank(bpos, wpos, K, c, j, self.fb.items)
+                elif -c > bneg[K - 1]:
+                    _rank(bneg, wneg, K, -c, j, self.fb.items)
+            out[i] = z
+            if z >= threshold:
+                reasons[i] = self._names(wpos, K)
+            else:
+                reasons[i] = self._names(wneg, K)
         return 0
 
     cdef tuple _names(self, Py_ssize_t *order, int K):
@@ -1144,6 +1199,21 @@ cpdef list model_extras_chunk(list enrich, list hits, list rule_features, list i
         for j in <list>hits[i]:
             feats.append(rule_features[j])
         out[k] = feats
+    return out
+
+
+cpdef list model_extras_packed(list enrich, list hits, list rule_features, list idx):
+    """:func:`model_extras_chunk` as the featurizer takes it fastest: per
+    message ``(enrichment, hits, rule_features)``, whose features it hashes
+    without joining prefix and value into new strings (same names, buckets
+    and order: tests/test_classify.py compares them)."""
+    cdef list out = [None] * len(idx)
+    cdef Py_ssize_t k, i
+    for k in range(len(idx)):
+        i = idx[k]
+        if not isinstance(enrich[i], tuple):
+            raise TypeError(f"expected an Enrichment, got {type(enrich[i]).__name__}")
+        out[k] = (enrich[i], hits[i], rule_features)
     return out
 
 

@@ -14,7 +14,7 @@ from array import array
 
 import msgspec
 
-from ._features import chunk_verdicts, model_extras_chunk, rule_exits
+from ._features import chunk_verdicts, model_extras_packed, rule_exits
 from .cache import ClassifierCache, default_cache_dir
 from .enrich import Enricher
 from .model import load_model
@@ -168,7 +168,7 @@ class Classifier:
         if model_idx:
             with monitor_operation("model", "score"):
                 sub = [msgs[i] for i in model_idx] if len(model_idx) < len(msgs) else msgs
-                extras = model_extras_chunk(enrich, hits, ruleset.rule_features, model_idx)
+                extras = model_extras_packed(enrich, hits, ruleset.rule_features, model_idx)
                 margins, tops = self.featurizer.score(sub, extras, self._weights, self._bias,
                                                       TOP_FEATURES, self._threshold_margin)
         # Deciding and building verdicts, around the model call: one sample.

@@ -125,7 +125,7 @@ def strip_filter_tags(msgs: list) -> int:
 def featurize(msgs: list, nbits: int, header_allow=None):
     """CSR features of messages, with enrichment and rule-hit features, as the
     classifier makes them."""
-    from ._features import Featurizer, model_extras_chunk
+    from ._features import Featurizer, model_extras_packed
     from .cache import ClassifierCache
     from .enrich import Enricher
     from .model import HEADER_ALLOW
@@ -137,8 +137,8 @@ def featurize(msgs: list, nbits: int, header_allow=None):
     for i in range(0, len(msgs), 1000):
         part = msgs[i : i + 1000]
         hits = ruleset.scan_chunk(part)
-        extras.extend(model_extras_chunk(enricher.enrich_chunk(part), hits,
-                                         ruleset.rule_features, list(range(len(part)))))
+        extras.extend(model_extras_packed(enricher.enrich_chunk(part), hits,
+                                          ruleset.rule_features, list(range(len(part)))))
     allow = HEADER_ALLOW if header_allow is None else header_allow
     return Featurizer(nbits, frozenset(allow)).csr(msgs, extras)
 

@@ -98,3 +98,33 @@ def test_model_extras():
     assert model_extras_chunk([e], [[0]], ["rule:X"], [0]) == [[
         "from_dom:example.com", "country:US", "spf:pass", "dkim:fail", "dmarc:none",
         "url_dom:a.example", "url_dom:b.example", "flag:no_to", "url_ndom:2", "rule:X"]]
+
+
+def test_packed_extras_are_the_string_extras():
+    # The classifier and training hand the featurizer model_extras_packed;
+    # it must hash exactly what model_extras_chunk spells out: same names,
+    # buckets, values and order, on real mail and on odd values (a colon in
+    # a value, upper case, non-ASCII, a domain past the 200-byte cap).
+    from atlas_fast._features import model_extras_chunk, model_extras_packed
+    from atlas_fast.enrich import Enrichment
+    from atlas_fast.rules import render_chunk
+
+    msgs = _msgs()
+    clf = Classifier(cache=False)
+    fz = clf.featurizer
+    enrich = clf.enricher.enrich_chunk(msgs)
+    hits = clf.ruleset.scan_rendered(render_chunk(msgs))
+    odd = Enrichment("x" * 250 + ".example", "192.0.2.1", "DE", "Pass:x", None, "",
+                     ("Üni.example", "a:b.example", "y" * 300), ("flag:no_to",))
+    msgs.append(msgs[0])
+    enrich.append(odd)
+    hits.append([0, 1])
+    idx = list(range(len(msgs)))
+    strings = model_extras_chunk(enrich, hits, clf.ruleset.rule_features, idx)
+    packed = model_extras_packed(enrich, hits, clf.ruleset.rule_features, idx)
+    assert sum(len(x) for x in strings) > 5 * len(msgs)
+    for msg, a, b in zip(msgs, strings, packed):
+        assert fz.features(msg, b) == fz.features(msg, a)
+    ca = fz.csr(msgs, strings)
+    cb = fz.csr(msgs, packed)
+    assert all((x == y).all() for x, y in zip(ca, cb))
