@@ -100,7 +100,13 @@ class WriterStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-_CACHE_FLUSH_ROWS = 2048
+# Rows per cache write transaction.  Cache keys are digests, so each row
+# lands on a random leaf of diskcache's key index and a commit writes every
+# leaf it dirtied to the WAL: larger transactions share those pages between
+# more rows.  50,000 verdict-sized rows into a fresh cache: 2048 rows per
+# commit 22.8 us/row, 16384 rows 16.4 us/row (medians of 2).  The pending
+# rows are about 5 MB at most.
+_CACHE_FLUSH_ROWS = 16384
 
 
 class _CacheWrites:
