@@ -83,21 +83,32 @@ class _LRU:
         self.data: OrderedDict = OrderedDict()
         self.size = size
 
-    def get(self, key, now):
-        item = self.data.get(key)
-        if item is None:
-            return None
-        if item[1] < now:
-            del self.data[key]
-            return None
-        self.data.move_to_end(key)
-        return item
+    def get_many(self, keys, now: float, found: dict) -> list:
+        """Put the live values of ``keys`` into ``found``; return the rest."""
+        data = self.data
+        get = data.get
+        missing = []
+        for key in keys:
+            item = get(key)
+            if item is None:
+                missing.append(key)
+            elif item[1] < now:
+                del data[key]
+                missing.append(key)
+            else:
+                data.move_to_end(key)
+                found[key] = item[0]
+        return missing
 
-    def put(self, key, value, expires):
-        self.data[key] = (value, expires)
-        self.data.move_to_end(key)
-        if len(self.data) > self.size:
-            self.data.popitem(last=False)
+    def put_many(self, items, expires: float) -> None:
+        """Store ``(key, value)`` pairs as the most recently used."""
+        data = self.data
+        for key, value in items:
+            if key in data:
+                data.move_to_end(key)
+            data[key] = (value, expires)
+        for _ in range(len(data) - self.size):
+            data.popitem(last=False)
 
 
 class ClassifierCache:
@@ -182,7 +193,8 @@ class ClassifierCache:
                             found[key] = got
             if len(self._absent) > 100_000:  # keys read but never written
                 self._absent.clear()
-            self._absent.update(k for k in keys if k not in present)
+            self._absent.update(keys if not present else
+                                (k for k in keys if k not in present))
         except Exception:  # noqa: BLE001 - a schema we do not know: per-key API
             self._absent = set()
             for key in keys:
@@ -240,24 +252,16 @@ class ClassifierCache:
         now = time.time()
         lru = self._lru[ns]
         found = {}
-        missing = []
-        for key in keys:
-            item = lru.get(key, now)
-            if item is None:
-                missing.append(key)
-            else:
-                found[key] = item[0]
+        missing = lru.get_many(keys, now, found)
         counts[0] += len(found)
         disk = self._cache() if self.enabled else None
         if missing and disk is not None:
             prefix = ns + ":"
             raw = self._disk_get_many(disk, [prefix + k for k in missing], now)
-            ttl = self.ttls[ns]
-            for dkey, blob in raw.items():
-                key = dkey[len(prefix):]
-                value = _decode(blob)
-                found[key] = value
-                lru.put(key, value, now + ttl)
+            cut = len(prefix)
+            fresh = [(dkey[cut:], _decode(blob)) for dkey, blob in raw.items()]
+            found.update(fresh)
+            lru.put_many(fresh, now + self.ttls[ns])
             counts[1] += len(raw)
             counts[2] += len(missing) - len(raw)
         else:
@@ -270,17 +274,14 @@ class ClassifierCache:
             return
         now = time.time()
         ttl = self.ttls[ns]
-        lru = self._lru[ns]
-        for key, value in mapping.items():
-            lru.put(key, value, now + ttl)
+        self._lru[ns].put_many(mapping.items(), now + ttl)
         if ns in self._deferred_ns and self.directory is not None:
             prefix = ns + ":"
             absent = self._absent
-            out = self._deferred.setdefault(ns, [])
-            for k, v in mapping.items():
-                dkey = prefix + k
-                out.append((dkey, _encode(v), dkey in absent))
-                absent.discard(dkey)
+            dkeys = [prefix + k for k in mapping]
+            self._deferred.setdefault(ns, []).extend(
+                zip(dkeys, map(_encode, mapping.values()), map(absent.__contains__, dkeys)))
+            absent.difference_update(dkeys)
             return
         disk = self._cache() if self.enabled else None
         if disk is not None:

@@ -13,6 +13,7 @@ import time
 from array import array
 
 import msgspec
+from msgspec.structs import astuple
 
 from ._features import chunk_verdicts, model_extras_packed, rule_exits
 from .cache import ClassifierCache, default_cache_dir
@@ -135,13 +136,16 @@ class Classifier:
             keys = chunk_digests(parsed, None, self._seed)
             cached = self.cache.get_many("classification", keys)
         out = [None] * len(parsed)
-        todo = []
-        for i, key in enumerate(keys):
-            hit = cached.get(key)
-            if hit is not None:
-                out[i] = Verdict(hit[0], hit[1], hit[2], "cache", *hit[3:])
-            else:
-                todo.append(i)
+        if cached:
+            todo = []
+            for i, key in enumerate(keys):
+                hit = cached.get(key)
+                if hit is not None:
+                    out[i] = Verdict(hit[0], hit[1], hit[2], "cache", *hit[3:])
+                else:
+                    todo.append(i)
+        else:  # a cold cache: nothing to look at
+            todo = range(len(parsed))
         if todo:
             msgs = [parsed[i] for i in todo] if len(todo) < len(parsed) else parsed
             fresh = self._classify(msgs, self._enrich(msgs))
@@ -149,9 +153,8 @@ class Classifier:
             with monitor_operation("cache", "store"):
                 for i, v in zip(todo, fresh):
                     out[i] = v
-                    new[keys[i]] = (v.label, v.category, v.score, v.rule_id, v.reasons,
-                                    v.registered_domain, v.origin_ip, v.origin_country, v.spf,
-                                    v.dkim, v.dmarc)
+                    t = astuple(v)  # the verdict without decided_by
+                    new[keys[i]] = t[:3] + t[4:]
                 self.cache.set_many("classification", new)
         return out
 

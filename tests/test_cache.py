@@ -132,3 +132,20 @@ def test_deferred_writes_of_a_disabled_cache_are_nothing(tmp_path):
     assert c.take_deferred() is None
     with pytest.raises(ValueError, match="unknown cache namespace"):
         c.defer_disk_writes("nope")
+
+
+def test_lru_evicts_the_least_recently_used():
+    from atlas_fast.cache import _LRU
+
+    lru = _LRU(3)
+    lru.put_many([("a", 1), ("b", 2), ("c", 3)], expires=100.0)
+    found = {}
+    assert lru.get_many(["a", "x"], 50.0, found) == ["x"] and found == {"a": 1}
+    lru.put_many([("d", 4)], expires=100.0)  # b is the least recently used
+    assert list(lru.data) == ["c", "a", "d"]
+    lru.put_many([("c", 30)], expires=100.0)  # a rewrite counts as a use
+    lru.put_many([("e", 5)], expires=100.0)
+    assert list(lru.data) == ["d", "c", "e"]
+    found = {}
+    assert lru.get_many(["c", "e"], 200.0, found) == ["c", "e"] and not found  # expired
+    assert list(lru.data) == ["d"]
