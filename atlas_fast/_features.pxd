@@ -36,6 +36,7 @@ cdef extern from "atlas_features.h" nogil:
     int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns)
     size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want)
     int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m)
+    void atlas_digest128(const void *p, size_t n, uint64_t seed, uint64_t out[2])
 
 
 cdef class Featurizer:

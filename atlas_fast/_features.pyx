@@ -41,6 +41,10 @@ cdef extern from "Python.h":
     object PyUnicode_DecodeASCII(const char *s, Py_ssize_t size, const char *errors)
     bint PyUnicode_IS_ASCII(object s)
     PyObject *PyType_GenericAlloc(PyTypeObject *tp, Py_ssize_t n)
+    # The same function, NULL with an exception set on failure: no
+    # try/except (whose state saving costs more than the call) in hot loops.
+    const char *_utf8_or_null "PyUnicode_AsUTF8AndSize"(object s, Py_ssize_t *size)
+    void PyErr_Clear()
 
 # Bump when tokenising or feature naming changes: a model trained with another
 # version would be scored against the wrong buckets.
@@ -626,134 +630,6 @@ cpdef uint64_t text_digest(object text, uint64_t seed=0) except? 0:
     return mix_obj(seed ^ 0x9E3779B97F4A7C15, text, 0xff51afd7ed558ccd)
 
 
-cdef uint64_t DMA = 0x9E3779B97F4A7C15
-cdef uint64_t DMB = 0xC2B2AE3D27D4EB4F
-
-cdef struct Digest2:
-    uint64_t a
-    uint64_t b
-
-
-cdef inline void _mix2_bytes(Digest2 *d, const char *s, Py_ssize_t n) noexcept nogil:
-    # Both lanes take every 8-byte word, in one loop: their multiply chains
-    # are independent, so the CPU runs them side by side (two separate
-    # passes were each bound by one chain's latency).
-    cdef Py_ssize_t i = 0
-    cdef uint64_t word, a = d.a, b = d.b
-    while i + 8 <= n:
-        memcpy(&word, s + i, 8)
-        a = (a ^ word) * DMA
-        b = (b ^ word) * DMB
-        a ^= a >> 29
-        b ^= b >> 29
-        i += 8
-    word = 0
-    if i < n:
-        memcpy(&word, s + i, n - i)
-    word ^= <uint64_t>n << 56
-    a = (a ^ word) * DMA
-    b = (b ^ word) * DMB
-    d.a = (a ^ (a >> 32)) | 1
-    d.b = (b ^ (b >> 32)) | 1
-
-
-cdef inline int _mix2(Digest2 *d, object value) except -1:
-    cdef Py_ssize_t n
-    cdef const char *s
-    if value is None:
-        d.a = (d.a ^ 0x5bd1e995) * DMA
-        d.b = (d.b ^ 0x5bd1e995) * DMB
-        return 0
-    if not PyUnicode_Check(value):
-        value = str(value)
-    try:
-        s = PyUnicode_AsUTF8AndSize(value, &n)
-    except UnicodeEncodeError:  # a lone surrogate: hash its code point
-        raw = (<str>value).encode("utf-8", "surrogatepass")
-        s = raw
-        n = len(raw)
-        _mix2_bytes(d, s, n)
-        return 0
-    _mix2_bytes(d, s, n)
-    return 0
-
-
-cdef inline int _mix2_seq(Digest2 *d, object seq) except -1:
-    if seq:
-        for value in seq:
-            _mix2(d, value)
-    d.a = (d.a ^ 0xA5) * DMA
-    d.b = (d.b ^ 0xA5) * DMB
-    return 0
-
-
-cdef char *_HEX = b"0123456789abcdef"
-
-
-cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=0):
-    """128-bit digests (as 32 hex digits) of everything a verdict depends on.
-
-    Covers sender, display name, subject, body text, URLs, attachments, the
-    header fields rules read, header names and header-value tokens, the
-    Received chain, Message-ID, Date and authentication headers (everything
-    enrichment reads), structure flags and, when given, ``contexts[i]`` (a
-    str the caller builds), mixed with ``seed`` (the model and rule-set
-    identity).
-    """
-    cdef Py_ssize_t i, k, m = len(msgs)
-    cdef Digest2 d
-    cdef list out = [None] * m
-    cdef ParsedMessage pm
-    cdef char hexbuf[32]
-    cdef uint64_t flags
-    for i in range(m):
-        msg = msgs[i]
-        d.a = seed ^ 0x243F6A8885A308D3
-        d.b = seed ^ 0x13198A2E03707344
-        if type(msg) is ParsedMessage:
-            # The same fields in the same order as the look-alike path below.
-            pm = <ParsedMessage>msg
-            _mix2(&d, pm.from_addr); _mix2(&d, pm.from_name); _mix2(&d, pm.subject)
-            _mix2(&d, pm.text); _mix2(&d, pm.to_addr); _mix2(&d, pm.reply_to_addr)
-            _mix2(&d, pm.return_path); _mix2(&d, pm.x_mailer); _mix2(&d, pm.content_type)
-            _mix2(&d, pm.from_domain); _mix2(&d, pm.message_id); _mix2(&d, pm.date)
-            _mix2(&d, pm.auth_results); _mix2(&d, pm.received_spf); _mix2(&d, pm.date_raw)
-            _mix2(&d, pm.received_date)
-            _mix2(&d, contexts[i] if contexts is not None else None)
-            _mix2_seq(&d, pm.urls); _mix2_seq(&d, pm.header_names)
-            _mix2_seq(&d, pm.received); _mix2_seq(&d, pm.header_tokens)
-            attachments = pm.attachments
-            flags = ((1 if pm.html_only else 0) | ((1 if pm.has_html else 0) << 1)
-                     | (<uint64_t>pm.n_urls << 2) | (<uint64_t>pm.n_parts << 40))
-        else:
-            for value in (msg.from_addr, msg.from_name, msg.subject, msg.text, msg.to_addr,
-                          msg.reply_to_addr, msg.return_path, msg.x_mailer, msg.content_type,
-                          msg.from_domain, msg.message_id, msg.date, msg.auth_results,
-                          msg.received_spf, getattr(msg, "date_raw", None),
-                          getattr(msg, "received_date", None),
-                          contexts[i] if contexts is not None else None):
-                _mix2(&d, value)
-            for seq in (msg.urls, msg.header_names, msg.received,
-                        getattr(msg, "header_tokens", None)):
-                _mix2_seq(&d, seq)
-            attachments = msg.attachments
-            flags = ((1 if msg.html_only else 0) | ((1 if msg.has_html else 0) << 1)
-                     | (<uint64_t>msg.n_urls << 2) | (<uint64_t>msg.n_parts << 40))
-        if attachments:
-            for value in attachments:
-                _mix2(&d, value[0])
-                _mix2(&d, value[1])
-        d.a = (d.a ^ flags) * DMA
-        d.a ^= d.a >> 31
-        d.b = (d.b ^ (flags * 0x9E37 + 1)) * DMB
-        d.b ^= d.b >> 31
-        for k in range(16):
-            hexbuf[k] = _HEX[(d.a >> (60 - 4 * k)) & 15]
-            hexbuf[16 + k] = _HEX[(d.b >> (60 - 4 * k)) & 15]
-        out[i] = PyUnicode_DecodeASCII(hexbuf, 32, NULL)
-    return out
-
-
 # ---------------------------------------------------------------------------
 # Training: logistic regression by AdaGrad SGD over a CSR matrix
 # ---------------------------------------------------------------------------
@@ -921,6 +797,126 @@ cdef int _squeeze_into(RBuf *b, const char *s, Py_ssize_t n, Py_ssize_t cap) exc
         out = cut
     b.n += out
     return 0
+
+
+# ---------------------------------------------------------------------------
+# Digests (cache keys)
+# ---------------------------------------------------------------------------
+
+cdef uint32_t DIGEST_NONE = 0xFFFFFFFF  # a length no value has: None
+
+
+cdef int _dput(RBuf *b, object value) except -1:
+    # A value as its 4-byte length and UTF-8 (None: DIGEST_NONE, no bytes),
+    # so that the serialisation of a message is unambiguous.
+    cdef Py_ssize_t n
+    cdef const char *s
+    cdef uint32_t ln
+    if value is None:
+        ln = DIGEST_NONE
+        return rbuf_put(b, <const char *>&ln, 4)
+    if not PyUnicode_Check(value):
+        value = str(value)
+    s = _utf8_or_null(value, &n)
+    if s == NULL:  # a lone surrogate: its code point's bytes
+        PyErr_Clear()
+        raw = (<str>value).encode("utf-8", "surrogatepass")
+        s = raw
+        n = len(raw)
+    if n >= <Py_ssize_t>DIGEST_NONE:
+        raise ValueError("value too large to digest")
+    ln = <uint32_t>n
+    if b.n + 4 + n > b.cap:
+        _rbuf_grow(b, 4 + n)
+    memcpy(b.p + b.n, &ln, 4)
+    memcpy(b.p + b.n + 4, s, n)
+    b.n += 4 + n
+    return 0
+
+
+cdef int _dput_seq(RBuf *b, object seq) except -1:
+    # A list as its length and values; None and [] alike (nothing to read).
+    cdef uint32_t ln = 0
+    if seq:
+        ln = <uint32_t>len(seq)
+    rbuf_put(b, <const char *>&ln, 4)
+    if seq:
+        for value in seq:
+            _dput(b, value)
+    return 0
+
+
+cdef char *_HEX = b"0123456789abcdef"
+
+
+cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=0):
+    """128-bit digests (as 32 hex digits) of everything a verdict depends on.
+
+    Covers sender, display name, subject, body text, URLs, attachments, the
+    header fields rules read, header names and header-value tokens, the
+    Received chain, Message-ID, Date and authentication headers (everything
+    enrichment reads), structure flags and, when given, ``contexts[i]`` (a
+    str the caller builds), mixed with ``seed`` (the model and rule-set
+    identity).  Each message's fields are serialised with their lengths
+    into one buffer and hashed with XXH3-128 (vendored xxHash).
+    """
+    cdef Py_ssize_t i, k, m = len(msgs)
+    cdef list out = [None] * m
+    cdef ParsedMessage pm
+    cdef RBuf b
+    cdef char hexbuf[32]
+    cdef uint64_t flags[2]
+    cdef uint64_t h[2]
+    b.p = NULL
+    b.n = 0
+    b.cap = 0
+    try:
+        for i in range(m):
+            msg = msgs[i]
+            b.n = 0
+            if type(msg) is ParsedMessage:
+                # The same fields in the same order as the look-alike path below.
+                pm = <ParsedMessage>msg
+                _dput(&b, pm.from_addr); _dput(&b, pm.from_name); _dput(&b, pm.subject)
+                _dput(&b, pm.text); _dput(&b, pm.to_addr); _dput(&b, pm.reply_to_addr)
+                _dput(&b, pm.return_path); _dput(&b, pm.x_mailer); _dput(&b, pm.content_type)
+                _dput(&b, pm.from_domain); _dput(&b, pm.message_id); _dput(&b, pm.date)
+                _dput(&b, pm.auth_results); _dput(&b, pm.received_spf); _dput(&b, pm.date_raw)
+                _dput(&b, pm.received_date)
+                _dput(&b, contexts[i] if contexts is not None else None)
+                _dput_seq(&b, pm.urls); _dput_seq(&b, pm.header_names)
+                _dput_seq(&b, pm.received); _dput_seq(&b, pm.header_tokens)
+                attachments = pm.attachments
+                flags[0] = (1 if pm.html_only else 0) | ((1 if pm.has_html else 0) << 1)
+                flags[1] = (<uint64_t>pm.n_urls << 32) | <uint32_t>pm.n_parts
+            else:
+                for value in (msg.from_addr, msg.from_name, msg.subject, msg.text, msg.to_addr,
+                              msg.reply_to_addr, msg.return_path, msg.x_mailer,
+                              msg.content_type, msg.from_domain, msg.message_id, msg.date,
+                              msg.auth_results, msg.received_spf, getattr(msg, "date_raw", None),
+                              getattr(msg, "received_date", None),
+                              contexts[i] if contexts is not None else None):
+                    _dput(&b, value)
+                for seq in (msg.urls, msg.header_names, msg.received,
+                            getattr(msg, "header_tokens", None)):
+                    _dput_seq(&b, seq)
+                attachments = msg.attachments
+                flags[0] = (1 if msg.html_only else 0) | ((1 if msg.has_html else 0) << 1)
+                flags[1] = (<uint64_t>msg.n_urls << 32) | <uint32_t>msg.n_parts
+            if attachments:
+                flags[0] |= <uint64_t>len(attachments) << 8
+                for value in attachments:
+                    _dput(&b, value[0])
+                    _dput(&b, value[1])
+            rbuf_put(&b, <const char *>flags, 16)
+            atlas_digest128(b.p, b.n, seed, h)
+            for k in range(16):
+                hexbuf[k] = _HEX[(h[0] >> (60 - 4 * k)) & 15]
+                hexbuf[16 + k] = _HEX[(h[1] >> (60 - 4 * k)) & 15]
+            out[i] = PyUnicode_DecodeASCII(hexbuf, 32, NULL)
+    finally:
+        free(b.p)
+    return out
 
 
 DEF NO_CAP = 1 << 40

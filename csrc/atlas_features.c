@@ -799,3 +799,21 @@ int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m) {
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------------
+ * Cache-key digests
+ *
+ * XXH3 from the vendored xxHash header (csrc/third_party/xxhash), compiled
+ * into this file only: a 128-bit hash at several GB/s with SSE2, which is
+ * the wheels' baseline.
+ * ------------------------------------------------------------------------ */
+
+#define XXH_INLINE_ALL
+#define XXH_STATIC_LINKING_ONLY
+#include "third_party/xxhash/xxhash.h"
+
+void atlas_digest128(const void *p, size_t n, uint64_t seed, uint64_t out[2]) {
+    XXH128_hash_t h = XXH3_128bits_withSeed(p, n, (XXH64_hash_t)seed);
+    out[0] = h.high64;
+    out[1] = h.low64;
+}

@@ -91,4 +91,8 @@ size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want);
  * folded, else 0. */
 int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m);
 
+/* XXH3-128 of p[:n] under seed (vendored xxHash 0.8.2, BSD-2-Clause):
+ * out[0] the high, out[1] the low 64 bits. */
+void atlas_digest128(const void *p, size_t n, uint64_t seed, uint64_t out[2]);
+
 #endif /* ATLAS_FEATURES_H */
