@@ -36,6 +36,8 @@ cdef extern from "atlas_features.h" nogil:
     int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns)
     size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want)
     int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m)
+    int atlas_contains(const char *hay, size_t n, const char *needle, size_t m)
+    int atlas_name_mismatch(const char *name, size_t n, const char *addr, size_t an)
 
 
 cdef class Featurizer:
