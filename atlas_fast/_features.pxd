@@ -37,6 +37,8 @@ cdef extern from "atlas_features.h" nogil:
     size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want)
     int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m)
     void atlas_digest128(const void *p, size_t n, uint64_t seed, uint64_t out[2])
+    int atlas_contains(const char *hay, size_t n, const char *needle, size_t m)
+    int atlas_name_mismatch(const char *name, size_t n, const char *addr, size_t an)
 
 
 cdef class Featurizer:

@@ -26,7 +26,7 @@ from cpython.unicode cimport PyUnicode_Check
 from libc.math cimport exp, fabs, floor, log, sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, strlen
+from libc.string cimport memchr, memcmp, memcpy, strlen
 
 from array import array
 
@@ -40,6 +40,9 @@ cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
     object PyUnicode_DecodeASCII(const char *s, Py_ssize_t size, const char *errors)
     bint PyUnicode_IS_ASCII(object s)
+    bint PyUnicode_IS_COMPACT_ASCII(object s)
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
+    void *PyUnicode_DATA(object s)
     PyObject *PyType_GenericAlloc(PyTypeObject *tp, Py_ssize_t n)
     # The same function, NULL with an exception set on failure: no
     # try/except (whose state saving costs more than the call) in hot loops.
@@ -130,6 +133,20 @@ def received_origin(list received):
     reader (:func:`atlas_fast.enrich.origin_ip`): an IPv6 literal or
     non-ASCII bytes in a ``from`` clause before any public IPv4.
     """
+    return _received_origin(received)
+
+
+cdef inline const char *_utf8(object s, Py_ssize_t *n) except NULL:
+    # PyUnicode_AsUTF8AndSize without the call for a compact ASCII str (most
+    # header values), whose characters are its UTF-8.
+    if PyUnicode_Check(s) and PyUnicode_IS_COMPACT_ASCII(s):
+        n[0] = PyUnicode_GET_LENGTH(s)
+        return <const char *>PyUnicode_DATA(s)
+    return PyUnicode_AsUTF8AndSize(s, n)
+
+
+cdef object _received_origin(list received):
+    # received_origin without a Python call per message (enrich_inputs).
     cdef Py_ssize_t i, n
     cdef const char *p
     cdef char out[16]
@@ -138,10 +155,10 @@ def received_origin(list received):
         value = received[i]
         if not value:
             continue
-        p = PyUnicode_AsUTF8AndSize(value, &n)
+        p = _utf8(value, &n)
         r = atlas_received_ipv4(p, n, out)
         if r == 1:
-            return out.decode("ascii")
+            return PyUnicode_DecodeASCII(out, strlen(out), NULL)
         if r == 2:
             return False
     return None
@@ -1053,7 +1070,7 @@ cpdef tuple enrich_inputs(list msgs, Py_ssize_t max_hosts):
             nu = len(urls)
             for j in range(nu):
                 url = urls[j]
-                p = PyUnicode_AsUTF8AndSize(url, &n)
+                p = _utf8(url, &n)
                 if not atlas_url_host(p, n, &hs, &he):
                     continue
                 host = _lower_host(p + hs, he - hs)
@@ -1064,7 +1081,7 @@ cpdef tuple enrich_inputs(list msgs, Py_ssize_t max_hosts):
             hosts.update(seen)
         url_hosts[i] = seen
         if pm.received:
-            ips[i] = received_origin(pm.received)
+            ips[i] = _received_origin(pm.received)
         if pm.auth_results or pm.received_spf:
             auth_keys[i] = (pm.auth_results or "") + "\x00" + (pm.received_spf or "")
     return url_hosts, ips, auth_keys, hosts
@@ -1072,7 +1089,7 @@ cpdef tuple enrich_inputs(list msgs, Py_ssize_t max_hosts):
 
 cdef inline bint _many_digits(object s):
     cdef Py_ssize_t n, k, d = 0
-    cdef const char *p = PyUnicode_AsUTF8AndSize(s, &n)
+    cdef const char *p = _utf8(s, &n)
     for k in range(n):
         if p[k] == 64:  # '@'
             break
@@ -1092,11 +1109,20 @@ def contains_ci(str hay, str needle):
     return _contains_lower(hay, p, m)
 
 
+def contains(str hay, str needle):
+    """``needle in hay`` on their UTF-8 by the C search the enrichment uses
+    for the origin IP in the Received chain (for tests)."""
+    cdef Py_ssize_t n, m
+    cdef const char *h = PyUnicode_AsUTF8AndSize(hay, &n)
+    cdef const char *p = PyUnicode_AsUTF8AndSize(needle, &m)
+    return atlas_contains(h, n, p, m) != 0
+
+
 cdef inline bint _contains_lower(object hay, const char *needle, Py_ssize_t m):
     # ASCII case-insensitive substring test of a str's UTF-8 (``needle`` is
     # lower case).
     cdef Py_ssize_t n
-    cdef const char *p = PyUnicode_AsUTF8AndSize(hay, &n)
+    cdef const char *p = _utf8(hay, &n)
     return atlas_contains_ci(p, n, needle, m) != 0
 
 
@@ -1111,37 +1137,52 @@ cdef inline str _ndom(Py_ssize_t n):
 
 cdef int _origin_flags(list flags, list received, object ip, object fallback) except -1:
     # enrich.origin_flags, in C for ASCII headers.
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n, m
     cdef const char *p
+    cdef const char *ipp = NULL
     cdef int dynamic = 0, no_rdns = 0
     if not ip:
         flags.append("rcv:no_origin")
         return 0
+    if PyUnicode_Check(ip) and PyUnicode_IS_ASCII(ip):
+        ipp = _utf8(ip, &m)
     for value in received:
-        if value and ip in value:
-            p = PyUnicode_AsUTF8AndSize(value, &n)
-            if atlas_origin_naming(p, n, &dynamic, &no_rdns) != 0:
-                flags.extend(fallback(received, ip))
-                return 0
-            if dynamic:
-                flags.append("rcv:origin_dynamic")
-            if no_rdns:
-                flags.append("rcv:origin_no_rdns")
+        if not value:
+            continue
+        # ``ip in value`` on the UTF-8 of ASCII strs (the usual case).
+        if ipp != NULL and PyUnicode_Check(value) and PyUnicode_IS_ASCII(value):
+            p = _utf8(value, &n)
+            if not atlas_contains(p, n, ipp, m):
+                continue
+        elif ip not in value:
+            continue
+        p = _utf8(value, &n)
+        if atlas_origin_naming(p, n, &dynamic, &no_rdns) != 0:
+            flags.extend(fallback(received, ip))
             return 0
+        if dynamic:
+            flags.append("rcv:origin_dynamic")
+        if no_rdns:
+            flags.append("rcv:origin_no_rdns")
+        return 0
     return 0
+
+
+cdef const char *_ISO_SHAPE = b"9999-99-99T99:99:99Z"
 
 
 cdef inline bint _iso_seconds(object iso, long long *out):
     # "YYYY-MM-DDTHH:MM:SSZ" (the parser's normalised dates) -> seconds since
     # 1970 (negative before), by days-from-civil; False when not in that form.
     cdef Py_ssize_t n
-    cdef const char *p = PyUnicode_AsUTF8AndSize(iso, &n)
+    cdef const char *p = _utf8(iso, &n)
     cdef int k
     cdef long long y, m, d, hh, mi, ss, era, yoe, doy, doe
     if n != 20 or p[19] != 90:
         return False
-    for k in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18):
-        if not 48 <= p[k] <= 57:
+    for k in range(19):
+        # Digits where _ISO_SHAPE has '9'; the separators are not checked.
+        if _ISO_SHAPE[k] == 57 and not 48 <= p[k] <= 57:
             return False
     y = (p[0] - 48) * 1000 + (p[1] - 48) * 100 + (p[2] - 48) * 10 + (p[3] - 48)
     m = (p[5] - 48) * 10 + (p[6] - 48)
@@ -1180,7 +1221,7 @@ cdef int _date_flags(list flags, ParsedMessage pm) except -1:
         if pm.date is None:
             flags.append("date:bad")
         # Shape: letter runs -> "a", digit runs -> "9", others kept; 30 bytes.
-        p = PyUnicode_AsUTF8AndSize(raw, &n)
+        p = _utf8(raw, &n)
         memcpy(shape, b"date_shape:", 11)
         ns = 11
         for k in range(n):
@@ -1209,18 +1250,28 @@ cdef int _name_flags(list flags, ParsedMessage pm) except -1:
     # The display name against the address: an address in the name that is
     # not the sender's, or a name none of whose words (3+ letters) occur in
     # the address ("PayPal Security" <x7@mailer.example>).
-    cdef Py_ssize_t n, k, t
+    cdef Py_ssize_t n, an, k, t
     cdef const char *p
+    cdef const char *ap
     cdef bint any_word = False, found = False
     name = pm.from_name
     if not name or not PyUnicode_Check(name):
         return 0
-    nm = (<str>name).lower()
     addr = pm.from_addr if pm.from_addr and PyUnicode_Check(pm.from_addr) else ""
+    if PyUnicode_IS_ASCII(name) and PyUnicode_IS_ASCII(addr):
+        # ASCII name and address (nearly all): C on their UTF-8, no lower()d
+        # copy and no str per word.  A name with an '@' takes the str path.
+        p = _utf8(name, &n)
+        if memchr(p, 64, n) == NULL:
+            ap = _utf8(addr, &an)
+            if atlas_name_mismatch(p, n, ap, an):
+                flags.append("name:mismatch")
+            return 0
+    nm = (<str>name).lower()
     if "@" in nm:
         flags.append("name:is_addr" if nm.strip("'\" ") == addr else "name:has_at")
         return 0
-    p = PyUnicode_AsUTF8AndSize(nm, &n)
+    p = _utf8(nm, &n)
     k = 0
     while k < n and not found:
         if 97 <= <unsigned char>p[k] <= 122:
@@ -1314,7 +1365,7 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
     cdef const char *fdp
     cdef const char *lp
     cdef Py_ssize_t fdn
-    cdef set url_flags
+    cdef list url_flags
     cdef bint plain = _plain_tuple_type(make)
     for i in range(m):
         pm = <ParsedMessage?>msgs[i]
@@ -1340,14 +1391,14 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
         if not pm.message_id:
             flags.append("flag:no_message_id")
         if pm.reply_to_addr and pm.from_addr and pm.reply_to_addr != pm.from_addr:
-            rdom = (<str>pm.reply_to_addr).rpartition("@")[2]
-            flags.append("flag:reply_to_other_domain" if from_dom and not rdom.endswith(from_dom)
+            flags.append("flag:reply_to_other_domain"
+                         if from_dom and not _domain_ends_with(pm.reply_to_addr, from_dom)
                          else "flag:reply_to_differs")
         if pm.from_addr and PyUnicode_Check(pm.from_addr):
             if _many_digits(pm.from_addr):
                 flags.append("flag:from_local_digits")
             # Word tokens of the sender's local part: "news", "newsletter", "info".
-            lp = PyUnicode_AsUTF8AndSize(pm.from_addr, &n)
+            lp = _utf8(pm.from_addr, &n)
             k = 0
             ntok = 0
             while k < n and lp[k] != 64 and ntok < 4:
@@ -1363,7 +1414,7 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
         if from_dom and url_doms and from_dom not in url_doms:
             flags.append("flag:urls_elsewhere")
         if from_dom:
-            fdp = PyUnicode_AsUTF8AndSize(from_dom, &fdn)
+            fdp = _utf8(from_dom, &fdn)
             seen = False
             for r in pm.received:
                 if r and _contains_lower(r, fdp, fdn):
@@ -1372,16 +1423,21 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
             flags.append("rcv:from_dom_seen" if seen else "rcv:from_dom_absent")
             flags.append("mid:from_dom" if _mid_from_dom(pm.message_id, from_dom, fdp, fdn)
                          else "mid:other_dom")
-        url_flags = set()
+        # Distinct, sorted: a short list (at most 2 + max_hosts) deduplicated
+        # as it grows and sorted in place, not a set then sorted().
+        url_flags = []
         for host in hosts:
             if (<str>host)[len(<str>host) - 1].isdigit():
-                url_flags.add("url:ip_host")
+                flag = "url:ip_host"
             else:
-                if (<str>host).count(".") >= 3:
-                    url_flags.add("url:deep_host")
-                url_flags.add(_url_tld(host))
+                if _dots(host) >= 3 and "url:deep_host" not in url_flags:
+                    url_flags.append("url:deep_host")
+                flag = _url_tld(host)
+            if flag not in url_flags:
+                url_flags.append(flag)
         if url_flags:
-            flags.extend(sorted(url_flags))
+            url_flags.sort()
+            flags.extend(url_flags)
         flags.append(_ndom(len(hosts)))
         _date_flags(flags, pm)
         _name_flags(flags, pm)
@@ -1452,7 +1508,7 @@ cdef inline bint _mid_from_dom(object mid, object from_dom, const char *fd, Py_s
     if not PyUnicode_IS_ASCII(mid):
         mdom = (<str>mid).lower().strip("<>").partition("@")[2]
         return bool(mdom) and (mdom == from_dom or mdom.endswith("." + from_dom))
-    p = PyUnicode_AsUTF8AndSize(mid, &n)
+    p = _utf8(mid, &n)
     a = 0
     b = n
     while a < b and (p[a] == 60 or p[a] == 62):
@@ -1476,13 +1532,42 @@ cdef inline bint _mid_from_dom(object mid, object from_dom, const char *fd, Py_s
     return True
 
 
+cdef inline bint _domain_ends_with(object addr, object dom) except -1:
+    # addr.rpartition("@")[2].endswith(dom): on the UTF-8 of ASCII strs,
+    # else by the str methods.
+    cdef Py_ssize_t n, m, k
+    cdef const char *p
+    cdef const char *d
+    if not (PyUnicode_Check(addr) and PyUnicode_Check(dom) and PyUnicode_IS_ASCII(addr)
+            and PyUnicode_IS_ASCII(dom)):
+        return (<str>addr).rpartition("@")[2].endswith(dom)
+    p = _utf8(addr, &n)
+    d = _utf8(dom, &m)
+    k = n
+    while k > 0 and p[k - 1] != 64:  # the domain is p[k:n]
+        k -= 1
+    return n - k >= m and memcmp(p + n - m, d, m) == 0
+
+
+cdef inline Py_ssize_t _dots(object host) except -1:
+    # host.count(".")
+    cdef Py_ssize_t n, k, c = 0
+    cdef const char *p
+    if not PyUnicode_IS_ASCII(host):
+        return (<str>host).count(".")
+    p = _utf8(host, &n)
+    for k in range(n):
+        c += p[k] == 46
+    return c
+
+
 cdef inline object _url_tld(object host):
     # "url_tld:" + the host's last label.
     cdef Py_ssize_t n, k
     cdef const char *p
     if not PyUnicode_IS_ASCII(host):
         return "url_tld:" + (<str>host).rpartition(".")[2]
-    p = PyUnicode_AsUTF8AndSize(host, &n)
+    p = _utf8(host, &n)
     k = n
     while k > 0 and p[k - 1] != 46:
         k -= 1

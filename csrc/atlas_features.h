@@ -95,4 +95,12 @@ int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m);
  * out[0] the high, out[1] the low 64 bits. */
 void atlas_digest128(const void *p, size_t n, uint64_t seed, uint64_t out[2]);
 
+/* 1 when needle[:m] occurs in hay[:n] (case-sensitive), else 0. */
+int atlas_contains(const char *hay, size_t n, const char *needle, size_t m);
+
+/* The display-name test of enrich._name_flags on an ASCII name: 1 when
+ * name[:n] has words (runs of 3+ ASCII letters, lower-cased) and none of
+ * them occurs in addr[:an] as it is (case-sensitive), else 0. */
+int atlas_name_mismatch(const char *name, size_t n, const char *addr, size_t an);
+
 #endif /* ATLAS_FEATURES_H */
