@@ -142,6 +142,22 @@ ATLAS_INLINE void put(atlas_feats *f, uint32_t h, const char *prefix, const char
     x->fold = fold;
 }
 
+/* put() for loops that emit many features into reserved room: the cursor,
+ * shift and prefetch base live in locals.  Built with -fno-strict-aliasing,
+ * every store through put()'s item pointer could change *f, so put()
+ * reloads f->items, f->n, f->shift and f->prefetch for each feature. */
+ATLAS_INLINE atlas_feat *emit(atlas_feat *x, uint32_t h, int shift, const float *pf,
+                              const char *prefix, const char *name, size_t n, int fold) {
+    x->bucket = h >> shift;
+    if (pf) __builtin_prefetch(pf + x->bucket);
+    x->value = 1.0f;
+    x->prefix = prefix;
+    x->name = name;
+    x->name_len = (int32_t)n;
+    x->fold = fold;
+    return x + 1;
+}
+
 int atlas_push(atlas_feats *f, const char *prefix, uint32_t seed, const char *name, size_t n,
                int fold, float value) {
     if (atlas_feats_reserve(f, 1) < 0) return -1;
@@ -282,8 +298,9 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                   size_t n, size_t max_tokens, size_t *upper, size_t *letters) {
     /* Token boundaries come from bit masks of 64-byte blocks: a run is its
      * token bytes plus each joiner with a token byte on both sides, and the
-     * starts, ends and solo bytes of the runs are visited in order with
-     * count-trailing-zeros.  No branch per byte, so no misprediction at
+     * ends of the runs and the solo bytes are visited in order with
+     * count-trailing-zeros (a run's start is the last start bit before its
+     * end).  No branch per byte, so no misprediction at
      * every token's end; each token is then hashed a word at a time (see
      * hname), and a bigram from its two tokens' hashes. */
     const uint8_t *p = (const uint8_t *)s;
@@ -291,14 +308,18 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
     uint32_t seed2 = prefix2 ? atlas_prefix_seed(prefix2) : 0;
     uint32_t h, prev_h = 0;
     size_t count = 0, up = 0, let = 0, nb = (n + 63) / 64, k, base;
-    size_t tstart = 0, end, tlen;
+    size_t tstart = 0, carry_start = 0, end, tlen;
     long prev_start = -1;
     block_masks cur, nxt, none;
     uint64_t prev_tok = 0, prev_run = 0, prev_digit = 0;
     /* Worst case: every byte a token plus a bigram each. */
     size_t need = 2 * (n < max_tokens ? n : max_tokens) + 2;
+    atlas_feat *out;
+    const float *pf = f->prefetch;
+    const int shift = f->shift;
     if (UNLIKELY(!tables_ready)) init_tables();
     if (atlas_feats_reserve(f, need) < 0) return -1;
+    out = f->items + f->n;
     if (max_tokens == 0 || n == 0) goto done;
     memset(&none, 0, sizeof none);
     classify_block(p, n, &cur);
@@ -316,14 +337,15 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
         next_run0 = (nxt.tok & 1) | (nxt.join & (cur.tok >> 63) & (nxt.tok >> 1) & 1);
         starts = run & ~((run << 1) | (prev_run >> 63));
         ends = run & ~((run >> 1) | (next_run0 << 63));
-        ev = starts | ends | cur.solo;
+        ev = ends | cur.solo; /* a token is visited once, at its end */
         while (ev) {
             unsigned b = (unsigned)__builtin_ctzll(ev);
             uint64_t bit = 1ull << b;
             size_t pos = base + b;
             ev &= ev - 1;
             if (cur.solo & bit) {
-                put(f, hname(seed, p + pos, 1, 0, n - pos), prefix, s + pos, 1, 0, 1.0f);
+                out = emit(out, hname(seed, p + pos, 1, 0, n - pos), shift, pf, prefix, s + pos, 1,
+                           0);
                 prev_start = -1;
                 if (++count >= max_tokens) {
                     up += (size_t)popcount64(cur.upper & low_bits(b + 1));
@@ -332,13 +354,17 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                 }
                 continue;
             }
-            if (starts & bit) tstart = pos;
-            if (!(ends & bit)) continue;
+            {
+                /* Its start: the last run start at or before its end in
+                 * this block, else the last one of an earlier block. */
+                uint64_t sm = starts & low_bits(b + 1);
+                tstart = sm ? base + 63 - (size_t)__builtin_clzll(sm) : carry_start;
+            }
             end = pos + 1;
             tlen = end - tstart;
             if (UNLIKELY(tlen > MAX_TOKEN_LEN)) {
-                put(f, hname(seed, (const uint8_t *)LONG_TOKEN, 5, 0, 5), prefix, LONG_TOKEN, 5,
-                    0, 1.0f);
+                out = emit(out, hname(seed, (const uint8_t *)LONG_TOKEN, 5, 0, 5), shift, pf, prefix,
+                           LONG_TOKEN, 5, 0);
             } else {
                 int digit = 0;
                 if (tlen > 4) {
@@ -353,14 +379,14 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                 if (digit) {
                     const char *shape = SHAPES[tlen < 13 ? tlen - 5 : 8];
                     size_t sl = strlen(shape);
-                    put(f, hname(seed, (const uint8_t *)shape, sl, 0, sl), prefix, shape, sl, 0,
-                        1.0f);
+                    out = emit(out, hname(seed, (const uint8_t *)shape, sl, 0, sl), shift, pf, prefix,
+                               shape, sl, 0);
                 } else {
                     h = hname(seed, p + tstart, tlen, 1, n - tstart);
-                    put(f, h, prefix, s + tstart, tlen, 1, 1.0f);
+                    out = emit(out, h, shift, pf, prefix, s + tstart, tlen, 1);
                     if (prefix2 && prev_start >= 0) {
-                        put(f, hpair(seed2, prev_h, h), prefix2, s + prev_start,
-                            end - (size_t)prev_start, 1, 1.0f);
+                        out = emit(out, hpair(seed2, prev_h, h), shift, pf, prefix2,
+                                   s + prev_start, end - (size_t)prev_start, 1);
                         count++;
                     }
                     prev_h = h;
@@ -373,6 +399,7 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                 goto done;
             }
         }
+        if (starts) carry_start = base + 63 - (size_t)__builtin_clzll(starts);
         up += (size_t)popcount64(cur.upper);
         let += (size_t)popcount64(cur.letter);
         prev_tok = cur.tok;
@@ -381,6 +408,7 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
         cur = nxt;
     }
 done:
+    f->n = (size_t)(out - f->items);
     *upper += up;
     *letters += let;
     return (long)count;
