@@ -1211,7 +1211,7 @@ cdef int _date_flags(list flags, ParsedMessage pm) except -1:
     # formats of bulk mailers.
     cdef Py_ssize_t n, k
     cdef const char *p
-    cdef long long a, b
+    cdef long long a = 0, b = 0  # set by _iso_seconds when it returns True
     cdef double hours
     cdef unsigned char c, last = 0
     cdef char shape[48]
