@@ -58,8 +58,15 @@ class TrainParams(msgspec.Struct, frozen=True):
     # bar.
     target_fpr: float = 0.0013
     # Weight of a ham message relative to a balanced class weighting: above 1
-    # the fit works harder on the ham tail, where the threshold sits.
-    ham_weight: float = 1.0
+    # the fit works harder on the ham tail, where the threshold sits.  Nested
+    # CV (4 repetitions, feature version 5, 2**22 buckets), SpamAssassin ham
+    # FP / spam recall per repetition: 1.0 -> [3, 96.62] [4, 97.02] [4,
+    # 96.96] [4, 96.76] (15 FP, 0.111 % / 96.84 %); 1.5 -> [2, 96.69] [5,
+    # 97.29] [4, 97.02] [4, 97.09] (15 FP, 0.111 % / 97.02 %; all train mail
+    # 0.087 % / 97.16 %); 2.0 -> [3, 96.69] [6, 97.29] [3, 97.15] [4, 97.35]
+    # (16 FP, 0.118 % / 97.12 %).  1.5: recall up in every repetition with
+    # no more false positives; 2.0 buys a little more recall with one.
+    ham_weight: float = 1.5
     # Number of SGD runs (visiting orders seeded ``seed + 1000*j``) whose
     # weights are averaged into the one linear model: less variance in the
     # ham tail, where the threshold sits.  Chosen by nested CV on the train
