@@ -70,7 +70,6 @@ cdef class Featurizer:
     cpdef tuple score(self, list msgs, list extras, const float[::1] weights, double bias,
                       int top_k=*, double threshold=*)
 
-cpdef uint64_t text_digest(object text, uint64_t seed=*) except? 0
 cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=*)
 cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
                        const float[::1] data, const double[::1] y,

@@ -610,44 +610,6 @@ cdef inline void _rank(double *best, Py_ssize_t *where, int K, double c, Py_ssiz
 
 
 # ---------------------------------------------------------------------------
-# Digests (cache keys)
-# ---------------------------------------------------------------------------
-
-cdef inline uint64_t mix64(uint64_t h, const char *s, Py_ssize_t n, uint64_t mul) noexcept nogil:
-    cdef Py_ssize_t i = 0
-    cdef uint64_t word
-    while i + 8 <= n:
-        memcpy(&word, s + i, 8)
-        h = (h ^ word) * mul
-        h ^= h >> 29
-        i += 8
-    word = 0
-    if i < n:
-        memcpy(&word, s + i, n - i)
-    h = (h ^ word ^ (<uint64_t>n << 56)) * mul
-    h ^= h >> 32
-    return h
-
-
-cdef inline uint64_t mix_obj(uint64_t h, object value, uint64_t mul) except? 0:
-    cdef Py_ssize_t n
-    cdef const char *s
-    if value is None:
-        return (h ^ 0x5bd1e995) * mul
-    if PyUnicode_Check(value):
-        s = PyUnicode_AsUTF8AndSize(value, &n)
-    else:
-        value = str(value)
-        s = PyUnicode_AsUTF8AndSize(value, &n)
-    return mix64(h, s, n, mul) | 1
-
-
-cpdef uint64_t text_digest(object text, uint64_t seed=0) except? 0:
-    """64-bit digest of a str (its UTF-8 bytes); not cryptographic."""
-    return mix_obj(seed ^ 0x9E3779B97F4A7C15, text, 0xff51afd7ed558ccd)
-
-
-# ---------------------------------------------------------------------------
 # Training: logistic regression by AdaGrad SGD over a CSR matrix
 # ---------------------------------------------------------------------------
 
@@ -1109,15 +1071,6 @@ def contains_ci(str hay, str needle):
     return _contains_lower(hay, p, m)
 
 
-def contains(str hay, str needle):
-    """``needle in hay`` on their UTF-8 by the C search the enrichment uses
-    for the origin IP in the Received chain (for tests)."""
-    cdef Py_ssize_t n, m
-    cdef const char *h = PyUnicode_AsUTF8AndSize(hay, &n)
-    cdef const char *p = PyUnicode_AsUTF8AndSize(needle, &m)
-    return atlas_contains(h, n, p, m) != 0
-
-
 cdef inline bint _contains_lower(object hay, const char *needle, Py_ssize_t m):
     # ASCII case-insensitive substring test of a str's UTF-8 (``needle`` is
     # lower case).
@@ -1156,7 +1109,8 @@ cdef int _origin_flags(list flags, list received, object ip, object fallback) ex
                 continue
         elif ip not in value:
             continue
-        p = _utf8(value, &n)
+        else:
+            p = _utf8(value, &n)
         if atlas_origin_naming(p, n, &dynamic, &no_rdns) != 0:
             flags.extend(fallback(received, ip))
             return 0
@@ -1317,8 +1271,9 @@ cpdef list model_extras_chunk(list enrich, list hits, list rule_features, list i
     """Whole-string model features of the messages ``idx``: each one's
     :func:`enrichment_features`, then ``rule_features[j]`` (``"rule:<ID>"``,
     ``RuleSet.rule_features``) for each rule ``j`` it hits, so that rules
-    below the exit confidence still count as evidence.  Training and
-    classifying both build their extras here."""
+    below the exit confidence still count as evidence.  The readable
+    spelling of :func:`model_extras_packed`, which training and the
+    classifier hand the featurizer (same names, buckets and order)."""
     cdef list out = [None] * len(idx), feats
     cdef Py_ssize_t k, i
     for k in range(len(idx)):

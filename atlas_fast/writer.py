@@ -104,8 +104,10 @@ class WriterStats:
 # lands on a random leaf of diskcache's key index and a commit writes every
 # leaf it dirtied to the WAL: larger transactions share those pages between
 # more rows.  50,000 verdict-sized rows into a fresh cache: 2048 rows per
-# commit 22.8 us/row, 16384 rows 16.4 us/row (medians of 2).  The pending
-# rows are about 5 MB at most.
+# commit 22.8 us/row, 16384 rows 16.4 us/row (medians of 2).  Pending rows
+# are Python tuples of key, msgpack value and flag, ~300 bytes each (an
+# estimate): ~5 MB at the limit; the session-6 memory benchmark's summed
+# RSS rose 9-13 MB with this change.
 _CACHE_FLUSH_ROWS = 16384
 
 
