@@ -100,6 +100,19 @@ cdef void scratch_free(Scratch *sc) noexcept nogil:
 cdef dict _codec_cache = {}
 
 
+# Mail programs label text with the old standard's name and write its
+# vendor superset (Windows code pages); decoding with the superset turns
+# those extra characters into text instead of U+FFFD and changes nothing
+# else.  These are the WHATWG Encoding Standard's readings of the labels
+# (it reads "ks_c_5601-1987", which Python calls EUC-KR, as windows-949 too).
+cdef dict _SUPERSETS = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "euc_kr": "cp949",
+    "big5": "big5hkscs",
+}
+
+
 cdef object _codec_for(const char *charset):
     key = <bytes>charset
     try:
@@ -111,12 +124,38 @@ cdef object _codec_for(const char *charset):
         info = codecs.lookup(key.decode("ascii"))
         # Only text encodings: "base64" or "rot13" as a charset is junk.
         if getattr(info, "_is_text_encoding", True):
-            name = info.name.encode("ascii")
+            name = _SUPERSETS.get(info.name, info.name).encode("ascii")
     except (LookupError, UnicodeError, ValueError):
         pass
     if len(_codec_cache) < 1024:  # junk charsets must not grow it forever
         _codec_cache[key] = name
     return name
+
+
+# U+0080..U+009F -> what windows-1252 puts at those bytes; its five
+# unassigned bytes stay the C1 code points, as in the WHATWG mapping.
+cdef dict _CP1252_C1 = {
+    c: ch for c in range(0x80, 0xA0)
+    if (ch := bytes([c]).decode("cp1252", "ignore"))
+}
+
+
+cdef inline bint has_c1(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if 0x80 <= p[i] < 0xA0:
+            return True
+    return False
+
+
+cdef str latin1_text(const uint8_t *p, Py_ssize_t n):
+    text = PyUnicode_DecodeLatin1(<const char *>p, n, NULL)
+    if has_c1(p, n):
+        # Mail labelled Latin-1 is written on Windows: 0x80-0x9F are its
+        # quotes, dashes and euro sign, never C1 controls (the WHATWG
+        # Encoding Standard reads the label as windows-1252 too).
+        return text.translate(_CP1252_C1)
+    return text
 
 
 cdef str text_from_bytes(const uint8_t *p, Py_ssize_t n, const char *charset):
@@ -127,10 +166,12 @@ cdef str text_from_bytes(const uint8_t *p, Py_ssize_t n, const char *charset):
     if strcmp(charset, "us-ascii") == 0 or strcmp(charset, "ascii") == 0:
         return PyUnicode_DecodeASCII(<const char *>p, n, "replace")
     if strcmp(charset, "iso-8859-1") == 0 or strcmp(charset, "latin1") == 0:
-        return PyUnicode_DecodeLatin1(<const char *>p, n, NULL)
+        return latin1_text(p, n)
     name = _codec_for(charset)
     if name is None:
         return PyUnicode_DecodeUTF8(<const char *>p, n, "replace")
+    if name == b"iso8859-1":  # "latin-1", "iso_8859-1", "l1", ...
+        return latin1_text(p, n)
     try:
         return PyUnicode_Decode(<const char *>p, n, <const char *>(<bytes>name), "replace")
     except (UnicodeError, TypeError, ValueError, LookupError):

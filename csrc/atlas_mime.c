@@ -1205,6 +1205,18 @@ static const uint8_t *find_boundary(const uint8_t *start, const uint8_t *p, cons
 static int walk(atlas_msg *m, const atlas_headers *h, const uint8_t *body, size_t n, int depth,
                 int digest);
 
+/* A multipart body that cannot be split (no boundary parameter, or no line
+ * carries the delimiter: "--= Multipart Boundary" for "=Multipart Boundary")
+ * is kept whole as one text/plain leaf, so its words still reach the text
+ * instead of vanishing; the error still names the defect.  email keeps such
+ * a body as the multipart's string payload in the same way. */
+static int push_unsplit(atlas_msg *m, entity *e, const uint8_t *body, size_t n) {
+    strcpy(e->ctype, "text/plain");
+    e->boundary[0] = 0;
+    e->boundary_len = 0;
+    return push_part(m, e, body, n);
+}
+
 static int walk_child(atlas_msg *m, const uint8_t *p, size_t n, int depth, int digest) {
     if (atlas_headers_parse(&m->scratch, p, n) < 0) return -1;
     /* A part without headers is common and harmless; only size is an error. */
@@ -1223,7 +1235,7 @@ static int walk(atlas_msg *m, const atlas_headers *h, const uint8_t *body, size_
     if (!strncmp(e.ctype, "multipart/", 10)) {
         if (!e.boundary_len) {
             set_error(m, ATLAS_ERR_NO_BOUNDARY);
-            return 0;
+            return push_unsplit(m, &e, body, n);
         }
         if (depth + 1 > ATLAS_MAX_DEPTH) {
             set_error(m, ATLAS_ERR_MIME_DEPTH);
@@ -1258,7 +1270,7 @@ static int walk(atlas_msg *m, const atlas_headers *h, const uint8_t *body, size_
         if (!closed) {
             if (!part) {
                 set_error(m, ATLAS_ERR_NO_BOUNDARY);
-                return 0;
+                return push_unsplit(m, &e, body, n);
             }
             set_error(m, ATLAS_ERR_UNTERMINATED);
             if (walk_child(m, part, (size_t)(end - part), depth + 1, child_digest) < 0) return -1;

@@ -49,8 +49,8 @@ def test_evaluate_report_json():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 3 bar not reached yet: shipped model gives 2 FP / 96.36 % recall "
-                          "(371 of 385; at most 1 FP and 374 needed) on the SpamAssassin test split", strict=True)
+@pytest.mark.xfail(reason="issue 3 bar not reached yet: shipped model gives 2 FP / 96.62 % recall "
+                          "(372 of 385; at most 1 FP and 374 needed) on the SpamAssassin test split", strict=True)
 def test_shipped_model_meets_the_accuracy_bar():
     from atlas_fast.evaluate import evaluate
 

@@ -159,6 +159,23 @@ def test_base64_and_quoted_printable():
     assert m.plain == "café au lait=1 =XY end\n"
 
 
+@pytest.mark.parametrize("label", ["iso-8859-1", "ISO_8859-1", "latin-1", "latin1"])
+def test_latin1_label_reads_windows_1252_punctuation(label):
+    # Outlook labels cp1252 text as Latin-1; 0x80-0x9F are quotes, dashes and
+    # the euro sign there, not C1 controls.  0x81 is unassigned and stays.
+    body = b"don\x92t \x93pay\x94 \x80 5 \x96 now \x81 caf\xe9\n"
+    m = parse_message(msg(f"Subject: =?{label}?Q?=93Free=94_=80?=\n"
+                          f"Content-Type: text/plain; charset={label}", body))
+    assert m.plain == "don\u2019t \u201cpay\u201d \u20ac 5 \u2013 now \x81 caf\xe9\n"
+    assert m.subject == "\u201cFree\u201d \u20ac"
+    m = parse_message(msg(f"Content-Type: text/html; charset={label}",
+                          b"<p>it\x92s \x93free\x94</p>"))
+    assert m.text.strip() == "it\u2019s \u201cfree\u201d"
+    # Without such bytes Latin-1 is Latin-1.
+    m = parse_message(msg(f"Content-Type: text/plain; charset={label}", b"caf\xe9 \xa0\xff\n"))
+    assert m.plain == "caf\xe9 \xa0\xff\n"
+
+
 def test_base64_tolerates_garbage():
     m = parse_message(msg("Content-Transfer-Encoding: base64",
                           "aGVs*bG8g!\nd29y\r\nbGQ\n"))
@@ -238,6 +255,20 @@ def test_unterminated_multipart_keeps_parts():
 def test_multipart_without_boundary():
     m = parse_message(msg("Content-Type: multipart/mixed", "just text\n"))
     assert m.error == "multipart boundary not found"
+    # The body is kept as text, not dropped.
+    assert m.text == "just text\n"
+    assert m.n_parts == 1
+
+
+def test_multipart_whose_delimiter_lines_do_not_match_keeps_its_text():
+    # Real spam: the parameter lacks the blank that the delimiter lines carry.
+    m = parse_message(msg('Content-Type: multipart/alternative; boundary="=Multipart Boundary 09"',
+                          "--= Multipart Boundary 09\nContent-Type: text/plain\n\n"
+                          "Printer cartridges as low as $1.21\n--= Multipart Boundary 09--\n"))
+    assert m.error == "multipart boundary not found"
+    assert "Printer cartridges as low as $1.21" in m.text
+    assert m.attachments == []
+    assert m.urls == []
 
 
 def test_multi_megabyte_header():

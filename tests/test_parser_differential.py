@@ -52,7 +52,17 @@ ACCEPTED: dict[str, str] = {
         "no charset parameter: email decodes as ASCII (U+FFFD for every 8-bit "
         "byte); native decodes as UTF-8 with replacement. All ASCII text agrees; "
         "only valid UTF-8 sequences differ (kept as characters by native)."),
+    "subject: Latin-1 label read as windows-1252": (
+        "bytes 0x80-0x9F under a Latin-1 label: email gives C1 control codes, "
+        "native gives the windows-1252 quotes, dashes, euro and trade mark "
+        "signs the sender typed (the WHATWG Encoding Standard's reading)."),
+    "plain: Latin-1 label read as windows-1252": (
+        "as for the subject: 0x80-0x9F under a Latin-1 label are windows-1252 "
+        "punctuation, not C1 controls."),
 }
+
+# U+0080..U+009F as windows-1252 reads those bytes (unassigned ones kept).
+CP1252_C1 = {c: bytes([c]).decode("cp1252", "ignore") or chr(c) for c in range(0x80, 0xA0)}
 
 
 def split_mbox(data: bytes) -> list[tuple[int, int]]:
@@ -179,6 +189,9 @@ def classify(field: str, raw: bytes, ref, got) -> str:
             return "from_addr: '@' in an unquoted display name"
         if ref == "<>" and got and value.count("@") >= 2 and "<" not in value:
             return "from_addr: several '@' in a bare address"
+    if (field in ("subject", "plain") and isinstance(ref, str) and isinstance(got, str)
+            and re.search("[\x80-\x9f]", ref) and norm(ref.translate(CP1252_C1)) == norm(got)):
+        return f"{field}: Latin-1 label read as windows-1252"
     if field == "plain":
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         part = next(p for p in msg.walk()
