@@ -40,6 +40,7 @@ import hashlib
 import os
 import re
 import sys
+from array import array
 from bisect import bisect_right
 from importlib import resources
 
@@ -675,6 +676,15 @@ class RuleSet:
     def scan_fields(self, fields: tuple) -> list:
         """Indices (into ``rules``) of the rules hitting pre-rendered fields, sorted."""
         return self._main.scan(fields)
+
+    def exits(self, hits: list) -> list:
+        """For each message's hits (indices into :attr:`rules`, as
+        :meth:`scan_chunk` gives them), the index of the rule that decides it
+        without the model, or -1: exactly the classifier's decision."""
+        from ._features import rule_exits
+
+        confidence = array("d", [r.confidence for r in self.rules])
+        return rule_exits(hits, confidence, self.exit_confidence)[0]
 
     def scan_chunk(self, msgs: list) -> list:
         """For each message, the sorted indices of the rules it hits."""

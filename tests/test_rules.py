@@ -220,3 +220,24 @@ def test_hint_category_at_matches_fields(engine):
     got = [rs.hint_category_at(rendered, i) for i in range(len(msgs))]
     assert got == [rs.hint_category(fields_of(rendered, i)) for i in range(len(msgs))]
     assert len(set(got)) > 3  # several categories, not all None
+
+
+def test_exits_index_rules_not_hints():
+    # Hits are RuleSet.rules positions; load_rules() also holds the category
+    # hints, so its positions differ past the first hint (tools/nested_cv.py
+    # once looked rules up there and lost most rule exits).
+    from atlas_fast._parser import parse_message
+    from atlas_fast.classify import Classifier
+
+    loaded = load_rules()
+    rs = RuleSet(loaded)
+    assert rs.hints and [r.id for r in rs.rules] != [r.id for r in loaded]
+    msgs = [parse_message(b"Subject: offer\n\nTo be removed from our mailing list, reply.\n"),
+            parse_message(b"Subject: lunch\n\nSee you at noon.\n")]
+    hits = rs.scan_chunk(msgs)
+    exits = rs.exits(hits)
+    assert rs.rules[exits[0]].id == "MKT_REMOVAL_OFFER"
+    assert exits[1] == -1
+    verdicts = Classifier(cache=False).classify_chunk(msgs)
+    assert verdicts[0].decided_by == "rule" and verdicts[0].rule_id == "MKT_REMOVAL_OFFER"
+    assert verdicts[1].decided_by == "model"
