@@ -114,6 +114,7 @@ cdef extern from "atlas_mime.h" nogil:
     int atlas_qp_decode(atlas_buf *out, const uint8_t *src, size_t n, size_t cap, int header)
     long atlas_find_urls(atlas_buf *out, const uint8_t *s, size_t n)
     int atlas_is_ascii(const uint8_t *s, size_t n)
+    int atlas_has_c1(const uint8_t *s, size_t n)
     int atlas_header_tokens(const atlas_headers *h, atlas_buf *tmp, atlas_buf *out)
 
 cdef extern from "atlas_html.h" nogil:

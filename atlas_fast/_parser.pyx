@@ -25,6 +25,7 @@ Choices worth knowing:
 from cpython.unicode cimport (
     PyUnicode_AsUTF8AndSize,
     PyUnicode_Decode,
+    PyUnicode_DecodeCharmap,
     PyUnicode_DecodeASCII,
     PyUnicode_DecodeLatin1,
     PyUnicode_DecodeUTF8,
@@ -132,30 +133,21 @@ cdef object _codec_for(const char *charset):
     return name
 
 
-# U+0080..U+009F -> what windows-1252 puts at those bytes; its five
-# unassigned bytes stay the C1 code points, as in the WHATWG mapping.
-cdef dict _CP1252_C1 = {
-    c: ch for c in range(0x80, 0xA0)
-    if (ch := bytes([c]).decode("cp1252", "ignore"))
-}
-
-
-cdef inline bint has_c1(const uint8_t *p, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if 0x80 <= p[i] < 0xA0:
-            return True
-    return False
+# Latin-1 with windows-1252 at 0x80-0x9F: a 256-character decoding table
+# for PyUnicode_DecodeCharmap (one table load per byte, no per-character
+# lookups); its five unassigned bytes stay the C1 code points, as in the
+# WHATWG mapping.
+cdef str _CP1252_TABLE = "".join(
+    bytes([c]).decode("cp1252", "ignore") or chr(c) for c in range(256))
 
 
 cdef str latin1_text(const uint8_t *p, Py_ssize_t n):
-    text = PyUnicode_DecodeLatin1(<const char *>p, n, NULL)
-    if has_c1(p, n):
+    if atlas_has_c1(p, n):
         # Mail labelled Latin-1 is written on Windows: 0x80-0x9F are its
         # quotes, dashes and euro sign, never C1 controls (the WHATWG
         # Encoding Standard reads the label as windows-1252 too).
-        return text.translate(_CP1252_C1)
-    return text
+        return PyUnicode_DecodeCharmap(<const char *>p, n, _CP1252_TABLE, NULL)
+    return PyUnicode_DecodeLatin1(<const char *>p, n, NULL)
 
 
 cdef str text_from_bytes(const uint8_t *p, Py_ssize_t n, const char *charset):

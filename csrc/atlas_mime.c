@@ -67,6 +67,23 @@ int atlas_is_ascii(const uint8_t *s, size_t n) {
     return 1;
 }
 
+int atlas_has_c1(const uint8_t *s, size_t n) {
+    size_t i = 0;
+    /* Eight bytes at a time: a byte 100xxxxx (0x80-0x9F) becomes zero under
+     * (w & 0xE0..) ^ 0x80.., and the classic zero-byte test finds it (its
+     * borrow can only flag bytes above a true zero, so "any" is exact). */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (!(w & 0x8080808080808080ULL)) continue;
+        w = (w & 0xE0E0E0E0E0E0E0E0ULL) ^ 0x8080808080808080ULL;
+        if ((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL) return 1;
+    }
+    for (; i < n; i++)
+        if ((s[i] & 0xE0) == 0x80) return 1;
+    return 0;
+}
+
 ATLAS_INLINE int span_ieq(const uint8_t *s, size_t n, const char *lit) {
     size_t i = 0;
     for (; i < n; i++) {

@@ -139,5 +139,7 @@ int atlas_header_tokens(const atlas_headers *h, atlas_buf *tmp, atlas_buf *out);
 
 /* 1 if no byte has the high bit set. */
 int atlas_is_ascii(const uint8_t *s, size_t n);
+/* Does s hold a byte 0x80-0x9F (a C1 control in Latin-1)? */
+int atlas_has_c1(const uint8_t *s, size_t n);
 
 #endif /* ATLAS_MIME_H */

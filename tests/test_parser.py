@@ -176,6 +176,20 @@ def test_latin1_label_reads_windows_1252_punctuation(label):
     assert m.plain == "caf\xe9 \xa0\xff\n"
 
 
+@pytest.mark.parametrize("byte", [0x7F, 0x80, 0x9F, 0xA0, 0xC1, 0xE9])
+def test_latin1_c1_scan_at_every_position(byte):
+    # The scan reads eight bytes at a time: the byte in every lane, and in
+    # the tail past the last whole word.
+    for n in (7, 8, 9, 16, 23):
+        for pos in range(n):
+            body = bytearray(b"a" * n)
+            body[pos] = byte
+            m = parse_message(msg("Content-Type: text/plain; charset=latin1", bytes(body) + b"\n"))
+            want = (bytes([byte]).decode("cp1252", "ignore") or chr(byte)) if 0x80 <= byte < 0xA0 \
+                else chr(byte)
+            assert m.plain == "a" * pos + want + "a" * (n - pos - 1) + "\n"
+
+
 def test_base64_tolerates_garbage():
     m = parse_message(msg("Content-Transfer-Encoding: base64",
                           "aGVs*bG8g!\nd29y\r\nbGQ\n"))
