@@ -19,6 +19,12 @@ Choices worth knowing:
 * ``urls``: URLs of ``plain``, then href/src targets of the first HTML part,
   then URLs in that part's text; de-duplicated in order, at most
   ``MAX_URLS``.  ``n_urls`` counts every occurrence before de-duplication.
+* A multipart whose body cannot be split (no boundary parameter, or no
+  delimiter line matches it) is one text/plain leaf with its whole body;
+  ``error`` says "multipart boundary not found".
+* Charset labels are read as the WHATWG Encoding Standard reads them where
+  mail needs it: Latin-1 labels as windows-1252 at bytes 0x80-0x9F, gb2312
+  and gbk as gb18030, euc-kr as cp949, big5 as big5-hkscs.
 * NUL bytes are data.  ``error`` is "nul bytes" only when the header block
   holds one (and nothing worse happened).
 """
