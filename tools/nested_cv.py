@@ -1,7 +1,7 @@
 """Estimate what the training procedure gives on unseen mail, from the train files only.
 
     python tools/nested_cv.py [--corpus ../shared/corpus] [--reps 2] [--averaged-runs N]
-                              [--target-fpr F] [--param NAME=VALUE ...]
+                              [--target-fpr F] [--param NAME=VALUE ...] [--misses PATH]
 
 Nested cross-validation: the train files (SpamAssassin and CSDMC2010, ham and
 spam) are split into 5 stratified outer folds.  For each outer fold the whole
@@ -16,6 +16,10 @@ mail) and for the CSDMC2010 messages alone (2009-2010 mail, whose
 held-back test split checks that the model carries over to other years);
 and per repetition as ``per_rep``: [false positives, spam recall %] (their
 spread is the noise a change must beat).
+
+``rule_exits`` counts the messages a built-in rule decides.  ``--misses``
+writes the messages misclassified in some repetition (file and position,
+as in the corpus index files) for reading.
 
 The test split is never read.
 """
@@ -69,6 +73,10 @@ def main(argv=None):
                     help="override a TrainParams field, e.g. --param l2=3e-5 (repeatable)")
     ap.add_argument("--keep-filter-tags", action="store_true",
                     help="do not strip [SPAM] subject tags (train_model strips them)")
+    ap.add_argument("--misses", metavar="PATH",
+                    help="write every message misclassified in at least one repetition, "
+                         "one JSON object per line (file, position in it, label, wrong "
+                         "repetitions, mean margin minus threshold, decided by rule, subject)")
     args = ap.parse_args(argv)
     params = TrainParams()
     if args.averaged_runs is not None:
@@ -81,13 +89,15 @@ def main(argv=None):
             ap.error(f"--param {item}: TrainParams has no field {name!r}")
         kind = type(getattr(params, name))
         params = msgspec.structs.replace(params, **{name: kind(value)})
-    msgs, labels, is_sa = [], [], []
+    msgs, labels, is_sa, where = [], [], [], []
     for label, kind in ((0, "ham"), (1, "spam")):
         for name in ("spamassassin", "csdmc2010"):
-            part = read_messages([os.path.join(args.corpus, f"{name}-train-{kind}.mbox.gz")])
+            fname = f"{name}-train-{kind}.mbox.gz"
+            part = read_messages([os.path.join(args.corpus, fname)])
             msgs += part
             labels += [label] * len(part)
             is_sa += [name == "spamassassin"] * len(part)
+            where += [(fname, i) for i in range(len(part))]
     if not args.keep_filter_tags:
         strip_filter_tags(msgs)
     y, is_sa = np.array(labels, dtype=np.float64), np.array(is_sa)
@@ -98,13 +108,25 @@ def main(argv=None):
     exits = np.array(ruleset.exits(hits)) >= 0
     csr = featurize(msgs, params.nbits)
     pred = np.zeros((args.reps, len(y)), dtype=bool)
+    gap = np.zeros((args.reps, len(y)))  # margin minus the fold's threshold
     for rep in range(args.reps):
         seed = 11 + args.first_rep + rep
         outer = _folds(y, 5, seed)
         for k in range(5):
             tr, te = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
             w, thr = _procedure(_rows(csr, tr), y[tr], params, seed * 100 + k)
-            pred[rep, te] = (_margins(_rows(csr, te), w) >= thr) | exits[te]
+            gap[rep, te] = _margins(_rows(csr, te), w) - thr
+            pred[rep, te] = (gap[rep, te] >= 0) | exits[te]
+    if args.misses:
+        wrong = (pred != (y > 0.5)).sum(axis=0)
+        with open(args.misses, "w", encoding="utf-8") as fh:
+            for i in np.flatnonzero(wrong):
+                fname, pos = where[i]
+                fh.write(msgspec.json.encode({
+                    "file": fname, "position": pos, "label": "spam" if y[i] > 0.5 else "ham",
+                    "wrong_reps": int(wrong[i]), "gap": round(float(gap[:, i].mean()), 3),
+                    "rule_exit": bool(exits[i]), "subject": msgs[i].subject,
+                }).decode() + "\n")
     out = {"params": msgspec.structs.asdict(params), "reps": args.reps, "first_rep": args.first_rep}
     for name, sel in (("all", np.ones(len(y), dtype=bool)), ("spamassassin", is_sa),
                       ("csdmc2010", ~is_sa)):
@@ -118,6 +140,7 @@ def main(argv=None):
             "ham": n_ham,
             "ham_fpr_pct": round(100 * fp / n_ham, 3),
             "spam_recall_pct": round(100 * tp / n_spam, 2),
+            "rule_exits": int(exits[sel].sum()),
         }
     print(msgspec.json.format(msgspec.json.encode(out)).decode())
 

@@ -1,0 +1,67 @@
+"""tools/nested_cv.py on a small corpus: its counts, its misses file and its
+rule exits agree with each other and with the mboxes they name."""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+
+from atlas_fast.splitter import split_mbox
+from conftest import REPO, corpus_file, mbox_bytes
+
+FILES = ["spamassassin-train-ham.mbox.gz", "csdmc2010-train-ham.mbox.gz",
+         "spamassassin-train-spam.mbox.gz", "csdmc2010-train-spam.mbox.gz"]
+# Decided by MKT_REMOVAL_OFFER, a rule listed after the category hints: the
+# tool once read those hits as hints and lost the exits.
+REMOVAL = (b"From: offers@bulk.example\nSubject: Offer %d\n\n"
+           b"Great prices.  To be removed from our mailing list, reply.\n")
+
+
+def _nested_cv():
+    spec = importlib.util.spec_from_file_location("nested_cv", REPO / "tools" / "nested_cv.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_counts_misses_and_exits_agree(tmp_path, capsys):
+    raws = {}  # whole mbox entries, envelope line included
+    for name in FILES:
+        raws[name] = [raw if raw.endswith(b"\n\n") else raw.rstrip(b"\n") + b"\n\n"
+                      for _, (_offset, raw) in zip(range(40), split_mbox(corpus_file(name)))]
+    raws["spamassassin-train-spam.mbox.gz"] += [mbox_bytes(REMOVAL % k) for k in range(3)]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, msgs in raws.items():
+        (corpus / name).write_bytes(gzip.compress(b"".join(msgs)))
+    misses = tmp_path / "misses.jsonl"
+
+    _nested_cv().main(["--corpus", str(corpus), "--reps", "2", "--param", "nbits=16",
+                       "--misses", str(misses)])
+    out = json.loads(capsys.readouterr().out)
+
+    rows = [json.loads(line) for line in misses.read_text().splitlines()]
+    for group, files in (("all", FILES), ("spamassassin", FILES[0::2]), ("csdmc2010", FILES[1::2])):
+        got = out[group]
+        n_spam = sum(len(raws[f]) for f in files if f.endswith("-spam.mbox.gz"))
+        fp = sum(r["wrong_reps"] for r in rows if r["file"] in files and r["label"] == "ham")
+        fn = sum(r["wrong_reps"] for r in rows if r["file"] in files and r["label"] == "spam")
+        assert got["false_positives"] == fp == sum(rep[0] for rep in got["per_rep"])
+        assert round(100 * (2 * n_spam - fn) / (2 * n_spam), 2) == got["spam_recall_pct"]
+    # The tool's exits are the classifier's rule decisions on the same mail.
+    from atlas_fast.classify import Classifier
+    from atlas_fast.evaluate import read_messages, strip_filter_tags
+
+    clf = Classifier(cache=False)
+    for group, files in (("spamassassin", FILES[0::2]), ("csdmc2010", FILES[1::2])):
+        msgs = read_messages([corpus / f for f in files])
+        strip_filter_tags(msgs)
+        by_rule = sum(v.decided_by == "rule" for v in clf.classify_chunk(msgs))
+        assert out[group]["rule_exits"] == by_rule
+    assert out["spamassassin"]["rule_exits"] >= 3
+    for r in rows:
+        assert 1 <= r["wrong_reps"] <= 2
+        assert not (r["rule_exit"] and r["label"] == "spam")  # an exit is always spam
+        assert r["subject"] is None or raws[r["file"]][r["position"]].count(b"Subject:") >= 1
+    # The three removal offers are decided by the rule in every repetition.
+    assert not [r for r in rows if (r["subject"] or "").startswith("Offer ")]
