@@ -99,7 +99,7 @@ class Classifier:
         rules = self.ruleset.rules
         self._rule_ids = [r.id for r in rules]
         self._categories = [r.category for r in rules]
-        self._confidence = array("d", [r.confidence for r in rules])
+        self._confidence = self.ruleset.confidence
         ident = (self.model.digest + self.ruleset.digest).encode()
         self._seed = int.from_bytes(__import__("hashlib").sha256(ident).digest()[:8], "little")
 

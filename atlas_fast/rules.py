@@ -644,6 +644,8 @@ class RuleSet:
         # Model features of rule hits: rules below the exit confidence still
         # count as evidence (see _features.model_extras_chunk).
         self.rule_features = ["rule:" + r.id for r in self.rules]
+        # Confidence of each rule, indexed like ``rules`` (for rule_exits).
+        self.confidence = array("d", [r.confidence for r in self.rules])
         self.exit_confidence = float(exit_confidence)
         for rule in rules:
             for pattern in rule.patterns:
@@ -683,8 +685,7 @@ class RuleSet:
         without the model, or -1: exactly the classifier's decision."""
         from ._features import rule_exits
 
-        confidence = array("d", [r.confidence for r in self.rules])
-        return rule_exits(hits, confidence, self.exit_confidence)[0]
+        return rule_exits(hits, self.confidence, self.exit_confidence)[0]
 
     def scan_chunk(self, msgs: list) -> list:
         """For each message, the sorted indices of the rules it hits."""
