@@ -81,3 +81,24 @@ def simple_message(i: int, body: str = "hello") -> bytes:
 @pytest.fixture
 def tmp_db(tmp_path):
     return tmp_path / "atlas.sqlite"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_rules_dir(tmp_path_factory):
+    """Compiled rule databases for this session only: the tests exercise the
+    compile-and-store path every session, as on a fresh machine, and never
+    read or write the user's ``~/.cache``."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATLAS_RULES_CACHE_DIR", str(tmp_path_factory.mktemp("compiled-rules")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _empty_verdict_cache(tmp_path_factory, monkeypatch):
+    """Every test starts with an empty default verdict cache of its own.
+
+    The default cache directory lives under ``$XDG_CACHE_HOME``; shared, it
+    made a test's verdicts (``decided_by = 'cache'`` or not) depend on what
+    earlier tests, or earlier runs on the same machine, had cached."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

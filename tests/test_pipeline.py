@@ -82,8 +82,11 @@ def _table(db):
 
 def test_one_and_two_workers_store_identical_rows(tmp_path):
     path = corpus_file("spamassassin-test-spam.mbox.gz")
-    one = process_mbox(path, tmp_path / "one.sqlite", workers=1, memory_limit_mb=32)
-    two = process_mbox(path, tmp_path / "two.sqlite", workers=2)
+    # Each run with a cold cache of its own: the second must not be served
+    # the first one's verdicts (decided_by would read 'cache').
+    one = process_mbox(path, tmp_path / "one.sqlite", workers=1, memory_limit_mb=32,
+                       cache=tmp_path / "cache-one")
+    two = process_mbox(path, tmp_path / "two.sqlite", workers=2, cache=tmp_path / "cache-two")
     assert one.messages == two.messages == 385
     assert _table(tmp_path / "one.sqlite") == _table(tmp_path / "two.sqlite")
 
@@ -120,8 +123,8 @@ def test_gzip_and_plain_give_the_same_rows(tmp_path):
     msgs = [simple_message(i) for i in range(50)]
     plain = write_mbox(tmp_path / "m.mbox", *msgs)
     gz = write_mbox(tmp_path / "m.mbox.gz", *msgs, compress=True)
-    process_mbox(plain, tmp_path / "a.sqlite", workers=1)
-    process_mbox(gz, tmp_path / "b.sqlite", workers=1)
+    process_mbox(plain, tmp_path / "a.sqlite", workers=1, cache=tmp_path / "cache-a")
+    process_mbox(gz, tmp_path / "b.sqlite", workers=1, cache=tmp_path / "cache-b")
     a = [tuple(r)[3:] for r in rows(tmp_path / "a.sqlite")]
     b = [tuple(r)[3:] for r in rows(tmp_path / "b.sqlite")]
     assert a == b and len(a) == 50
