@@ -51,7 +51,9 @@ cdef extern from "Python.h":
 
 # Bump when tokenising or feature naming changes: a model trained with another
 # version would be scored against the wrong buckets.
-FEATURE_VERSION = 5  # 5: names hashed a word at a time, bigrams from token hashes
+# 5: names hashed a word at a time, bigrams from token hashes; 6: CJK text as
+# character bigrams (csrc/atlas_features.c, has_cjk).
+FEATURE_VERSION = 6
 
 # Body text read for tokens.  Cross-validation on the train files found no
 # loss against 32 KiB (spam states its business early), and it bounds the

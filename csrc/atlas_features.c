@@ -225,6 +225,10 @@ typedef struct {
     uint64_t tok, join, solo, digit, upper, letter;
 } block_masks;
 
+/* Bytes >= 128 of a block: token bytes that are neither ASCII digits nor
+ * ASCII letters. */
+ATLAS_INLINE uint64_t high_bytes(const block_masks *m) { return m->tok & ~(m->digit | m->letter); }
+
 static void classify_block(const uint8_t *p, size_t avail, block_masks *m) {
     uint8_t tmp[64];
     int q;
@@ -294,6 +298,200 @@ ATLAS_INLINE unsigned popcount64(uint64_t x) {
 
 ATLAS_INLINE uint64_t low_bits(size_t k) { return k >= 64 ? ~0ull : (1ull << k) - 1; }
 
+/* ------------------------------------------------------------------------
+ * CJK text (feature version 6)
+ *
+ * Chinese and Japanese put no spaces between words, and Korean spam often
+ * leaves them out, so a run of their characters is one "word" of dozens of
+ * bytes: before version 6 it became #long, and the model learnt nothing
+ * from CJK mail.  Now a run holding a CJK character is cut into segments:
+ * each stretch of CJK characters gives its overlapping character bigrams
+ * (a single character: itself), the usual indexing of CJK text for search
+ * and for Bayesian filters; CJK punctuation (U+3000-303F, the full-width
+ * ASCII punctuation) separates; any other stretch is a token under the
+ * usual rules.  Runs without a CJK character are tokenised as before.
+ *
+ * 41 SpamAssassin train spam hold CJK text, and 1 ham.  Nested CV on the
+ * train files (tools/nested_cv.py, 4 repetitions), ham FP / spam recall:
+ * SpamAssassin 14 FP, 97.17 % (version 5) -> 15 FP, 97.29 %; CSDMC2010
+ * 0 FP, 97.37 % -> 0 FP, 97.45 %.  The false positives are the same
+ * newsletters either way.
+ * ------------------------------------------------------------------------ */
+
+enum { CP_OTHER = 0, CP_CJK = 1, CP_SEP = 2 };
+
+/* The code point of the UTF-8 sequence at p (at most ``n`` bytes) and its
+ * length in *len; an invalid or truncated sequence is one byte, U+FFFD. */
+ATLAS_INLINE uint32_t utf8_at(const uint8_t *p, size_t n, size_t *len) {
+    uint8_t c = p[0];
+    if (c < 0x80) { *len = 1; return c; }
+    if (c >= 0xC2 && c < 0xE0 && n >= 2 && (p[1] & 0xC0) == 0x80) {
+        *len = 2;
+        return ((uint32_t)(c & 0x1F) << 6) | (p[1] & 0x3F);
+    }
+    if (c >= 0xE0 && c < 0xF0 && n >= 3 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80) {
+        uint32_t cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(p[1] & 0x3F) << 6) | (p[2] & 0x3F);
+        if (cp >= 0x800) { *len = 3; return cp; }
+    }
+    if (c >= 0xF0 && c < 0xF5 && n >= 4 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80 &&
+        (p[3] & 0xC0) == 0x80) {
+        *len = 4;
+        return ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(p[1] & 0x3F) << 12) |
+               ((uint32_t)(p[2] & 0x3F) << 6) | (p[3] & 0x3F);
+    }
+    *len = 1;
+    return 0xFFFD;
+}
+
+/* Kana, CJK ideographs (extension A, unified, compatibility), Hangul
+ * syllables and half-width katakana are CJK characters; CJK symbols and
+ * punctuation and the full-width ASCII punctuation separate. */
+ATLAS_INLINE int cjk_class(uint32_t cp) {
+    if (cp < 0x3000) return CP_OTHER;
+    if (cp <= 0x303F) return CP_SEP;
+    if (cp <= 0x30FF) return cp >= 0x3040 ? CP_CJK : CP_OTHER;
+    if (cp >= 0x3400 && cp <= 0x4DBF) return CP_CJK;
+    if (cp >= 0x4E00 && cp <= 0x9FFF) return CP_CJK;
+    if (cp >= 0xAC00 && cp <= 0xD7AF) return CP_CJK;
+    if (cp >= 0xF900 && cp <= 0xFAFF) return CP_CJK;
+    if (cp >= 0xFF01 && cp <= 0xFF65)
+        return ((cp >= 0xFF10 && cp <= 0xFF19) || (cp >= 0xFF21 && cp <= 0xFF3A) ||
+                (cp >= 0xFF41 && cp <= 0xFF5A)) ? CP_OTHER : CP_SEP;
+    if (cp >= 0xFF66 && cp <= 0xFF9F) return CP_CJK;
+    return CP_OTHER;
+}
+
+/* Does p[:n] hold a CJK character?  Every one of them is three bytes with
+ * a lead byte E3..EF, so other text is ruled out by a byte test. */
+static int has_cjk(const uint8_t *p, size_t n) {
+    size_t i, len;
+    for (i = 0; i < n; i++) {
+        if (p[i] >= 0xE3 && p[i] <= 0xEF && cjk_class(utf8_at(p + i, n - i, &len)) == CP_CJK)
+            return 1;
+    }
+    return 0;
+}
+
+/* The token loop's state, for cjk_run. */
+typedef struct {
+    const uint8_t *p;
+    const char *s;
+    size_t n;
+    uint32_t seed, seed2;
+    const char *prefix, *prefix2;
+    int shift;
+    const float *pf;
+    atlas_feat *out;
+    size_t count, max_tokens;
+    uint32_t prev_h;
+    long prev_start;
+} tok_state;
+
+#define CJK_COUNT()                                                          \
+    do {                                                                     \
+        if (++t->count >= t->max_tokens) return 1;                           \
+    } while (0)
+
+/* The features of the run p[tstart:end], which holds a CJK character:
+ * each stretch of CJK characters gives its character bigrams (one
+ * character: itself), separators separate, and each other stretch, its
+ * joiners at either end dropped, is a token as in atlas_tokens.  No word
+ * bigram spans CJK text or a separator.  1 when the token limit is
+ * reached.  Out of line: it is rare, and the token loop keeps its
+ * registers. */
+static ATLAS_NOINLINE int cjk_run(tok_state *t, size_t tstart, size_t end) {
+    const uint8_t *p = t->p;
+    const char *s = t->s;
+    const size_t n = t->n;
+    size_t q = tstart, other = tstart, len, a, e;
+    long c1 = -1;
+    size_t c1len = 0;
+    int single = 0, k;
+    uint32_t h;
+    while (q <= end) {
+        if (q == end) {
+            k = CP_SEP; /* flushes the last stretch */
+            len = 1;
+        } else {
+            k = cjk_class(utf8_at(p + q, end - q, &len));
+        }
+        if (k == CP_OTHER) {
+            if (c1 >= 0) {
+                if (single) {
+                    t->out = emit(t->out, hname(t->seed, p + c1, c1len, 0, n - (size_t)c1),
+                                  t->shift, t->pf, t->prefix, s + c1, c1len, 0);
+                    CJK_COUNT();
+                }
+                c1 = -1;
+                single = 0;
+            }
+            q += len;
+            continue;
+        }
+        /* A CJK character or a separator ends the other stretch. */
+        a = other;
+        e = q;
+        while (a < e && (CLS[p[a]] & C_JOIN)) a++;
+        while (e > a && (CLS[p[e - 1]] & C_JOIN)) e--;
+        if (e > a) {
+            size_t sl = e - a, r;
+            int digit = 0;
+            if (sl > MAX_TOKEN_LEN) {
+                t->out = emit(t->out, hname(t->seed, (const uint8_t *)LONG_TOKEN, 5, 0, 5),
+                              t->shift, t->pf, t->prefix, LONG_TOKEN, 5, 0);
+            } else {
+                if (sl > 4)
+                    for (r = a; r < e; r++) digit |= (CLS[p[r]] & C_DIGIT) != 0;
+                if (digit) {
+                    const char *shape = SHAPES[sl < 13 ? sl - 5 : 8];
+                    size_t shl = strlen(shape);
+                    t->out = emit(t->out, hname(t->seed, (const uint8_t *)shape, shl, 0, shl),
+                                  t->shift, t->pf, t->prefix, shape, shl, 0);
+                } else {
+                    h = hname(t->seed, p + a, sl, 1, n - a);
+                    t->out = emit(t->out, h, t->shift, t->pf, t->prefix, s + a, sl, 1);
+                    if (t->prefix2 && t->prev_start >= 0) {
+                        t->out = emit(t->out, hpair(t->seed2, t->prev_h, h), t->shift, t->pf,
+                                      t->prefix2, s + t->prev_start, e - (size_t)t->prev_start, 1);
+                        t->count++;
+                    }
+                    t->prev_h = h;
+                    t->prev_start = (long)a;
+                }
+            }
+            CJK_COUNT();
+        }
+        if (k == CP_CJK) {
+            if (c1 >= 0) {
+                size_t bl = q + len - (size_t)c1;
+                t->out = emit(t->out, hname(t->seed, p + c1, bl, 0, n - (size_t)c1), t->shift,
+                              t->pf, t->prefix, s + c1, bl, 0);
+                single = 0;
+                CJK_COUNT();
+            } else {
+                single = 1;
+            }
+            c1 = (long)q;
+            c1len = len;
+        } else {
+            if (c1 >= 0 && single) {
+                t->out = emit(t->out, hname(t->seed, p + c1, c1len, 0, n - (size_t)c1), t->shift,
+                              t->pf, t->prefix, s + c1, c1len, 0);
+                CJK_COUNT();
+            }
+            c1 = -1;
+            single = 0;
+        }
+        /* No word bigram across CJK text or a separator. */
+        if (q < end) t->prev_start = -1;
+        other = q + len;
+        q += len;
+    }
+    return 0;
+}
+
+#undef CJK_COUNT
+
 long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
                   size_t n, size_t max_tokens, size_t *upper, size_t *letters) {
     /* Token boundaries come from bit masks of 64-byte blocks: a run is its
@@ -309,7 +507,9 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
     uint32_t h, prev_h = 0;
     size_t count = 0, up = 0, let = 0, nb = (n + 63) / 64, k, base;
     size_t tstart = 0, carry_start = 0, end, tlen;
-    long prev_start = -1;
+    long prev_start = -1, carry_high = -1, last_high;
+    int cjk, hi_block;
+    uint64_t cur_high;
     block_masks cur, nxt, none;
     uint64_t prev_tok = 0, prev_run = 0, prev_digit = 0;
     /* Worst case: every byte a token plus a bigram each. */
@@ -338,6 +538,9 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
         starts = run & ~((run << 1) | (prev_run >> 63));
         ends = run & ~((run >> 1) | (next_run0 << 63));
         ev = ends | cur.solo; /* a token is visited once, at its end */
+        /* A byte >= 128 in this block, or in the run carried into it. */
+        cur_high = high_bytes(&cur);
+        hi_block = cur_high != 0 || carry_high >= (long)carry_start;
         while (ev) {
             unsigned b = (unsigned)__builtin_ctzll(ev);
             uint64_t bit = 1ull << b;
@@ -362,6 +565,30 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
             }
             end = pos + 1;
             tlen = end - tstart;
+            /* Only a run holding a byte >= 128 can hold a CJK character:
+             * in ASCII text this is one test of a flag per token. */
+            cjk = 0;
+            if (UNLIKELY(hi_block)) {
+                /* The last such byte at or before the token's end. */
+                uint64_t hm = cur_high & low_bits(b + 1);
+                last_high = hm ? (long)(base + 63 - (size_t)__builtin_clzll(hm)) : carry_high;
+                cjk = last_high >= (long)tstart && has_cjk(p + tstart, tlen);
+            }
+            if (UNLIKELY(cjk)) {
+                tok_state st = {p, s, n, seed, seed2, prefix, prefix2, shift, pf, out, count,
+                                max_tokens, prev_h, prev_start};
+                int full = cjk_run(&st, tstart, end);
+                out = st.out;
+                count = st.count;
+                prev_h = st.prev_h;
+                prev_start = st.prev_start;
+                if (full) {
+                    up += (size_t)popcount64(cur.upper & low_bits(b + 1));
+                    let += (size_t)popcount64(cur.letter & low_bits(b + 1));
+                    goto done;
+                }
+                continue;
+            }
             if (UNLIKELY(tlen > MAX_TOKEN_LEN)) {
                 out = emit(out, hname(seed, (const uint8_t *)LONG_TOKEN, 5, 0, 5), shift, pf, prefix,
                            LONG_TOKEN, 5, 0);
@@ -400,6 +627,7 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
             }
         }
         if (starts) carry_start = base + 63 - (size_t)__builtin_clzll(starts);
+        if (cur_high) carry_high = (long)(base + 63 - (size_t)__builtin_clzll(cur_high));
         up += (size_t)popcount64(cur.upper);
         let += (size_t)popcount64(cur.letter);
         prev_tok = cur.tok;

@@ -17,10 +17,12 @@
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define ATLAS_INLINE static inline __attribute__((always_inline))
+#define ATLAS_NOINLINE __attribute__((noinline))
 #else
 #define LIKELY(x) (x)
 #define UNLIKELY(x) (x)
 #define ATLAS_INLINE static inline
+#define ATLAS_NOINLINE
 #endif
 
 #define ATLAS_MIN(a, b) ((a) < (b) ? (a) : (b))
