@@ -200,3 +200,40 @@ def test_writer_plain_python(benchmark, writer_batches, tmp_path):
                        rounds=3, iterations=1)
     record_rate(benchmark, "writer plain Python (rows)", WRITER_ROWS)
     _cpu_note("writer plain Python")
+
+
+def _compile_rules_cold(monkeypatch, cores: int):
+    # Every round compiles the built-in rules from nothing: no in-process
+    # memo, no stored databases (a first run on a machine, or a run after
+    # the user's rule files changed).
+    from atlas_fast import config
+    from atlas_fast import rules as R
+
+    monkeypatch.setenv("ATLAS_RULES_CACHE_DIR", "")
+    monkeypatch.setattr(config, "usable_cores", lambda: cores)
+    rules = R.load_rules()
+
+    def build():
+        R._HS_MEMO.clear()
+        return R.RuleSet(rules, engine="hyperscan")
+
+    return build
+
+
+@pytest.mark.benchmark(group="rules-compile")
+def test_rules_compile_cold(benchmark, monkeypatch):
+    """Hyperscan databases of the built-in rules compiled on one thread per
+    usable core (the compiler releases the GIL)."""
+    from atlas_fast.config import usable_cores
+
+    build = _compile_rules_cold(monkeypatch, usable_cores())
+    benchmark.pedantic(build, rounds=3, iterations=1)
+    benchmark.extra_info["threads"] = usable_cores()
+
+
+@pytest.mark.benchmark(group="rules-compile")
+def test_rules_compile_cold_one_thread(benchmark, monkeypatch):
+    """The same, one database after another."""
+    build = _compile_rules_cold(monkeypatch, 1)
+    benchmark.pedantic(build, rounds=3, iterations=1)
+    benchmark.extra_info["threads"] = 1

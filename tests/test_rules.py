@@ -85,6 +85,48 @@ def test_user_rule_hits(tmp_path, engine):
     assert rs.scan_fields(render_fields(M)) == []
 
 
+def test_pattern_hyperscan_rejects_names_its_rule(tmp_path):
+    # RE2 accepts it; Hyperscan (no UTF-8 mode) says it can never match.  The
+    # databases compile side by side on threads; the error still names the
+    # rule and its file, and "auto" falls back to RE2.
+    path = tmp_path / "x.toml"
+    path.write_text(
+        "[[rule]]\nid='OK1'\ncategory='phishing'\nconfidence=0.9\nfields=['subject']\n"
+        "patterns=['fine']\n"
+        "[[rule]]\nid='X9'\ncategory='phishing'\nconfidence=0.9\nfields=['body']\n"
+        "patterns=['\\p{Greek}x']\n")
+    rules = load_rules([path], builtin=False)
+    with pytest.raises(RuleError, match=r"x\.toml: rule X9: pattern .* not accepted by Hyperscan"):
+        RuleSet(rules, engine="hyperscan")
+    assert RuleSet(rules, engine="auto").engine == "re2"
+
+
+def test_compiled_databases_are_stored_and_reloaded(tmp_path, monkeypatch):
+    from atlas_fast import rules as R
+
+    monkeypatch.setenv("ATLAS_RULES_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(R, "_HS_MEMO", {})
+    first = RuleSet(load_rules(), engine="hyperscan")
+    stored = sorted(p.name for p in tmp_path.glob("*.hsdb"))
+    # Two databases (exact and chunk) per field that has rules, for the
+    # rules and for the category hints.
+    n_fields = len(first._main.fields) + len(first._hint.fields)
+    assert len(stored) == 2 * n_fields
+    monkeypatch.setattr(R, "_HS_MEMO", {})
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled again instead of loaded")
+
+    monkeypatch.setattr(R._hyperscan(), "Database", no_compiling)
+    again = RuleSet(load_rules(), engine="hyperscan")
+    assert sorted(p.name for p in tmp_path.glob("*.hsdb")) == stored
+    msgs = [_message(subject="URGENT: verify your account now", text="Dear beneficiary, the next of kin"),
+            _message(subject="lunch?", text="see you at noon")]
+    assert [again.scan_fields(render_fields(m)) for m in msgs] == [
+        first.scan_fields(render_fields(m)) for m in msgs]
+    assert first.scan_fields(render_fields(msgs[0]))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CORPUS_FILES)
 def test_engines_identical_on_corpus(name):
