@@ -298,6 +298,37 @@ ATLAS_INLINE unsigned popcount64(uint64_t x) {
 
 ATLAS_INLINE uint64_t low_bits(size_t k) { return k >= 64 ? ~0ull : (1ull << k) - 1; }
 
+/* One token p[a:a + tl] of a run: #long past MAX_TOKEN_LEN bytes, else its
+ * shape when ``digit`` (a digit in a token of over four bytes), else the
+ * folded word and, with prefix2, its bigram with the word before, counted
+ * in *count (the caller counts the token itself). */
+ATLAS_INLINE atlas_feat *emit_token(atlas_feat *out, const uint8_t *p, const char *s, size_t n,
+                                    size_t a, size_t tl, int digit, uint32_t seed, uint32_t seed2,
+                                    const char *prefix, const char *prefix2, int shift,
+                                    const float *pf, uint32_t *prev_h, long *prev_start,
+                                    size_t *count) {
+    uint32_t h;
+    if (UNLIKELY(tl > MAX_TOKEN_LEN))
+        return emit(out, hname(seed, (const uint8_t *)LONG_TOKEN, 5, 0, 5), shift, pf, prefix,
+                    LONG_TOKEN, 5, 0);
+    if (digit) {
+        const char *shape = SHAPES[tl < 13 ? tl - 5 : 8];
+        size_t sl = strlen(shape);
+        return emit(out, hname(seed, (const uint8_t *)shape, sl, 0, sl), shift, pf, prefix, shape,
+                    sl, 0);
+    }
+    h = hname(seed, p + a, tl, 1, n - a);
+    out = emit(out, h, shift, pf, prefix, s + a, tl, 1);
+    if (prefix2 && *prev_start >= 0) {
+        out = emit(out, hpair(seed2, *prev_h, h), shift, pf, prefix2, s + *prev_start,
+                   a + tl - (size_t)*prev_start, 1);
+        (*count)++;
+    }
+    *prev_h = h;
+    *prev_start = (long)a;
+    return out;
+}
+
 /* ------------------------------------------------------------------------
  * CJK text (feature version 6)
  *
@@ -407,7 +438,6 @@ static ATLAS_NOINLINE int cjk_run(tok_state *t, size_t tstart, size_t end) {
     long c1 = -1;
     size_t c1len = 0;
     int single = 0, k;
-    uint32_t h;
     while (q <= end) {
         if (q == end) {
             k = CP_SEP; /* flushes the last stretch */
@@ -415,18 +445,21 @@ static ATLAS_NOINLINE int cjk_run(tok_state *t, size_t tstart, size_t end) {
         } else {
             k = cjk_class(utf8_at(p + q, end - q, &len));
         }
-        if (k == CP_OTHER) {
-            if (c1 >= 0) {
-                if (single) {
-                    t->out = emit(t->out, hname(t->seed, p + c1, c1len, 0, n - (size_t)c1),
-                                  t->shift, t->pf, t->prefix, s + c1, c1len, 0);
-                    CJK_COUNT();
-                }
-                c1 = -1;
-                single = 0;
+        if (k != CP_CJK) {
+            /* Any other character ends a CJK stretch; a lone character is a
+             * token.  (A pending stretch and a pending other stretch never
+             * coexist.) */
+            if (c1 >= 0 && single) {
+                t->out = emit(t->out, hname(t->seed, p + c1, c1len, 0, n - (size_t)c1), t->shift,
+                              t->pf, t->prefix, s + c1, c1len, 0);
+                CJK_COUNT();
             }
-            q += len;
-            continue;
+            c1 = -1;
+            single = 0;
+            if (k == CP_OTHER) {
+                q += len;
+                continue;
+            }
         }
         /* A CJK character or a separator ends the other stretch. */
         a = other;
@@ -434,31 +467,13 @@ static ATLAS_NOINLINE int cjk_run(tok_state *t, size_t tstart, size_t end) {
         while (a < e && (CLS[p[a]] & C_JOIN)) a++;
         while (e > a && (CLS[p[e - 1]] & C_JOIN)) e--;
         if (e > a) {
-            size_t sl = e - a, r;
+            size_t r;
             int digit = 0;
-            if (sl > MAX_TOKEN_LEN) {
-                t->out = emit(t->out, hname(t->seed, (const uint8_t *)LONG_TOKEN, 5, 0, 5),
-                              t->shift, t->pf, t->prefix, LONG_TOKEN, 5, 0);
-            } else {
-                if (sl > 4)
-                    for (r = a; r < e; r++) digit |= (CLS[p[r]] & C_DIGIT) != 0;
-                if (digit) {
-                    const char *shape = SHAPES[sl < 13 ? sl - 5 : 8];
-                    size_t shl = strlen(shape);
-                    t->out = emit(t->out, hname(t->seed, (const uint8_t *)shape, shl, 0, shl),
-                                  t->shift, t->pf, t->prefix, shape, shl, 0);
-                } else {
-                    h = hname(t->seed, p + a, sl, 1, n - a);
-                    t->out = emit(t->out, h, t->shift, t->pf, t->prefix, s + a, sl, 1);
-                    if (t->prefix2 && t->prev_start >= 0) {
-                        t->out = emit(t->out, hpair(t->seed2, t->prev_h, h), t->shift, t->pf,
-                                      t->prefix2, s + t->prev_start, e - (size_t)t->prev_start, 1);
-                        t->count++;
-                    }
-                    t->prev_h = h;
-                    t->prev_start = (long)a;
-                }
-            }
+            if (e - a > 4)
+                for (r = a; r < e; r++) digit |= (CLS[p[r]] & C_DIGIT) != 0;
+            t->out = emit_token(t->out, p, s, n, a, e - a, digit, t->seed, t->seed2, t->prefix,
+                                t->prefix2, t->shift, t->pf, &t->prev_h, &t->prev_start,
+                                &t->count);
             CJK_COUNT();
         }
         if (k == CP_CJK) {
@@ -473,14 +488,6 @@ static ATLAS_NOINLINE int cjk_run(tok_state *t, size_t tstart, size_t end) {
             }
             c1 = (long)q;
             c1len = len;
-        } else {
-            if (c1 >= 0 && single) {
-                t->out = emit(t->out, hname(t->seed, p + c1, c1len, 0, n - (size_t)c1), t->shift,
-                              t->pf, t->prefix, s + c1, c1len, 0);
-                CJK_COUNT();
-            }
-            c1 = -1;
-            single = 0;
         }
         /* No word bigram across CJK text or a separator. */
         if (q < end) t->prev_start = -1;
@@ -504,7 +511,7 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
     const uint8_t *p = (const uint8_t *)s;
     uint32_t seed = atlas_prefix_seed(prefix);
     uint32_t seed2 = prefix2 ? atlas_prefix_seed(prefix2) : 0;
-    uint32_t h, prev_h = 0;
+    uint32_t prev_h = 0;
     size_t count = 0, up = 0, let = 0, nb = (n + 63) / 64, k, base;
     size_t tstart = 0, carry_start = 0, end, tlen;
     long prev_start = -1, carry_high = -1, last_high;
@@ -589,12 +596,9 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                 }
                 continue;
             }
-            if (UNLIKELY(tlen > MAX_TOKEN_LEN)) {
-                out = emit(out, hname(seed, (const uint8_t *)LONG_TOKEN, 5, 0, 5), shift, pf, prefix,
-                           LONG_TOKEN, 5, 0);
-            } else {
+            {
                 int digit = 0;
-                if (tlen > 4) {
+                if (tlen > 4 && tlen <= MAX_TOKEN_LEN) {
                     /* A token of at most 30 bytes lies in this block and the
                      * one before. */
                     if (tstart >= base)
@@ -603,22 +607,8 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                         digit = (cur.digit & low_bits(b + 1)) != 0 ||
                                 (prev_digit & ~low_bits(tstart - (base - 64))) != 0;
                 }
-                if (digit) {
-                    const char *shape = SHAPES[tlen < 13 ? tlen - 5 : 8];
-                    size_t sl = strlen(shape);
-                    out = emit(out, hname(seed, (const uint8_t *)shape, sl, 0, sl), shift, pf, prefix,
-                               shape, sl, 0);
-                } else {
-                    h = hname(seed, p + tstart, tlen, 1, n - tstart);
-                    out = emit(out, h, shift, pf, prefix, s + tstart, tlen, 1);
-                    if (prefix2 && prev_start >= 0) {
-                        out = emit(out, hpair(seed2, prev_h, h), shift, pf, prefix2,
-                                   s + prev_start, end - (size_t)prev_start, 1);
-                        count++;
-                    }
-                    prev_h = h;
-                    prev_start = (long)tstart;
-                }
+                out = emit_token(out, p, s, n, tstart, tlen, digit, seed, seed2, prefix, prefix2,
+                                 shift, pf, &prev_h, &prev_start, &count);
             }
             if (++count >= max_tokens) {
                 up += (size_t)popcount64(cur.upper & low_bits(b + 1));
