@@ -1,5 +1,5 @@
 # Declarations of the compiled feature hasher and linear scorer (see _features.pyx).
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "atlas_features.h" nogil:
     # One hashed feature occurrence; ``name`` points into a str's cached
@@ -17,7 +17,7 @@ cdef extern from "atlas_features.h" nogil:
         size_t n
         size_t cap
         int shift
-        const float *prefetch
+        const uint16_t *prefetch
     int atlas_feats_reserve(atlas_feats *f, size_t extra)
     void atlas_feats_free(atlas_feats *f)
     uint32_t atlas_hash(uint32_t seed, const char *s, size_t n, int fold)
@@ -63,11 +63,11 @@ cdef class Featurizer:
     cdef int _push_prefixed(self, int k, str value, float v) except -1
     cdef int _header_value_tokens(self, object msg) except -1
     cdef tuple _names(self, Py_ssize_t *order, int K)
-    cdef int _score_all(self, list msgs, list extras, const float *w, double bias, int K,
+    cdef int _score_all(self, list msgs, list extras, const uint16_t *w, double bias, int K,
                         double threshold, double[::1] out, list reasons) except -1
 
     cpdef tuple csr(self, list msgs, list extras)
-    cpdef tuple score(self, list msgs, list extras, const float[::1] weights, double bias,
+    cpdef tuple score(self, list msgs, list extras, const uint16_t[::1] weights, double bias,
                       int top_k=*, double threshold=*)
 
 cpdef list chunk_digests(list msgs, list contexts, uint64_t seed=*)

@@ -146,7 +146,7 @@ ATLAS_INLINE void put(atlas_feats *f, uint32_t h, const char *prefix, const char
  * shift and prefetch base live in locals.  Built with -fno-strict-aliasing,
  * every store through put()'s item pointer could change *f, so put()
  * reloads f->items, f->n, f->shift and f->prefetch for each feature. */
-ATLAS_INLINE atlas_feat *emit(atlas_feat *x, uint32_t h, int shift, const float *pf,
+ATLAS_INLINE atlas_feat *emit(atlas_feat *x, uint32_t h, int shift, const uint16_t *pf,
                               const char *prefix, const char *name, size_t n, int fold) {
     x->bucket = h >> shift;
     if (pf) __builtin_prefetch(pf + x->bucket);
@@ -305,7 +305,7 @@ ATLAS_INLINE uint64_t low_bits(size_t k) { return k >= 64 ? ~0ull : (1ull << k) 
 ATLAS_INLINE atlas_feat *emit_token(atlas_feat *out, const uint8_t *p, const char *s, size_t n,
                                     size_t a, size_t tl, int digit, uint32_t seed, uint32_t seed2,
                                     const char *prefix, const char *prefix2, int shift,
-                                    const float *pf, uint32_t *prev_h, long *prev_start,
+                                    const uint16_t *pf, uint32_t *prev_h, long *prev_start,
                                     size_t *count) {
     uint32_t h;
     if (UNLIKELY(tl > MAX_TOKEN_LEN))
@@ -411,7 +411,7 @@ typedef struct {
     uint32_t seed, seed2;
     const char *prefix, *prefix2;
     int shift;
-    const float *pf;
+    const uint16_t *pf;
     atlas_feat *out;
     size_t count, max_tokens;
     uint32_t prev_h;
@@ -522,7 +522,7 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
     /* Worst case: every byte a token plus a bigram each. */
     size_t need = 2 * (n < max_tokens ? n : max_tokens) + 2;
     atlas_feat *out;
-    const float *pf = f->prefetch;
+    const uint16_t *pf = f->prefetch;
     const int shift = f->shift;
     if (UNLIKELY(!tables_ready)) init_tables();
     if (atlas_feats_reserve(f, need) < 0) return -1;

@@ -27,8 +27,9 @@ typedef struct {
     int shift; /* bucket = hash >> shift: the top 32 - shift bits */
     /* When set, each pushed feature's weight is prefetched: the scorer reads
      * it a few hundred features later, by when the load has landed instead
-     * of stalling on a cache miss into a multi-megabyte weight array. */
-    const float *prefetch;
+     * of stalling on a cache miss into a multi-megabyte weight array (of
+     * bfloat16 weights: see Featurizer.score). */
+    const uint16_t *prefetch;
 } atlas_feats;
 
 int atlas_feats_reserve(atlas_feats *f, size_t extra);

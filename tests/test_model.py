@@ -3,6 +3,7 @@ import pytest
 
 from atlas_fast._features import FEATURE_VERSION, Featurizer, feature_bucket
 from atlas_fast.errors import ModelError
+from atlas_fast.evaluate import round_bf16
 from atlas_fast.model import FORMAT_VERSION, ModelHeader, decode_model, load_model, save_model
 
 
@@ -14,13 +15,35 @@ def _header(**kw):
     return ModelHeader(**base)
 
 
+def _as_float(bf16_bits) -> np.ndarray:
+    return (np.asarray(bf16_bits, np.uint32) << 16).view(np.float32)
+
+
+def _bf16(w) -> np.ndarray:
+    """float32 weights (exact in bfloat16) as the scorer's bfloat16 bits."""
+    return (np.asarray(w, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
 def test_roundtrip(tmp_path):
     w = np.zeros(1 << 10, np.float32)
     w[[3, 700]] = [0.25, -1.5]
     save_model(tmp_path / "m.bin", _header(), w)
     m = load_model(tmp_path / "m.bin")
     assert m.header.nnz == 2 and m.header.bias == -0.5
-    assert np.array_equal(m.weights, w)
+    assert m.weights.typecode == "H" and np.array_equal(_as_float(m.weights), w)
+
+
+def test_weights_load_as_rounded_bfloat16(tmp_path):
+    # 1 + 2**-8 is halfway between two bfloat16 values: ties go to even (1.0);
+    # 1 + 3 * 2**-8 rounds up, to 1 + 2**-6.
+    w = np.zeros(1 << 8, np.float32)
+    w[:4] = [1 + 2**-8, 1 + 3 * 2**-8, -3.14159, 1e-3]
+    save_model(tmp_path / "m.bin", _header(nbits=8), w)
+    got = _as_float(load_model(tmp_path / "m.bin").weights)[:4]
+    assert got[0] == 1.0 and got[1] == 1 + 2**-6
+    assert np.allclose(got, w[:4], rtol=2**-8) and not np.array_equal(got, w[:4])
+    # The trainer's rounding is the same, so its weights load exactly.
+    assert np.array_equal(round_bf16(w[:4]).astype(np.float32), got)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +77,7 @@ def test_missing_file(tmp_path):
 
 def test_shipped_model_loads():
     m = load_model()
-    assert len(m.weights) == 1 << m.nbits and m.weights.typecode == "f"
+    assert len(m.weights) == 1 << m.nbits and m.weights.typecode == "H"
     assert 0 < m.header.threshold < 1
 
 
@@ -77,7 +100,7 @@ def test_features_names_and_scores():
     w[feature_bucket("subj:free", 12)] = 2.0
     w[feature_bucket("w:#n10", 12)] = 1.0
     w[feature_bucket("hdr:x-mozilla-status", 12)] = 100.0  # never extracted
-    margins, reasons = f.score([Msg()], [["url_dom:example.biz"]], w, 0.0, 3)
+    margins, reasons = f.score([Msg()], [["url_dom:example.biz"]], _bf16(w), 0.0, 3)
     # Reasons are the features pushing towards the side the margin falls on.
     assert margins[0] > 0 and reasons[0][:2] == ("subj:free", "w:#n10")
     indptr, idx, _ = f.csr([Msg()], [None])
@@ -99,7 +122,7 @@ def test_reason_names_of_features_from_temporary_strings():
     w[feature_bucket("mailer:pegasus", 12)] = 9.0
     w[feature_bucket("att_ext:docm", 12)] = 8.0
     msgs = [M() for _ in range(200)]
-    _, reasons = f.score(msgs, [[f"pad:{'x' * k}"] for k in range(200)], w, 0.0, 2)
+    _, reasons = f.score(msgs, [[f"pad:{'x' * k}"] for k in range(200)], _bf16(w), 0.0, 2)
     assert set(reasons) == {("mailer:pegasus", "att_ext:docm")}
 
 
