@@ -953,6 +953,7 @@ cpdef list render_chunk(list msgs, Py_ssize_t body_cap):
     cdef RBuf bufs[6]
     cdef int64_t[::1] off
     cdef ParsedMessage pm
+    cdef Py_ssize_t want = 0
     offsets = array("q", bytes(8 * 6 * (m + 1)))
     off = offsets  # six rows of m + 1, flat
     for f in range(6):
@@ -960,6 +961,15 @@ cpdef list render_chunk(list msgs, Py_ssize_t body_cap):
         bufs[f].n = 0
         bufs[f].cap = 0
     try:
+        # The body field's room up front (code points: its UTF-8 length for
+        # ASCII text), so that it does not grow by copying doublings.
+        for i in range(m):
+            msg = msgs[i]
+            text = (<ParsedMessage>msg).text if type(msg) is ParsedMessage else msg.text
+            if text is not None and PyUnicode_Check(text):
+                want += min(PyUnicode_GET_LENGTH(text), body_cap) + 1
+        if want:
+            _rbuf_grow(&bufs[2], want + 4096)
         for i in range(m):
             msg = msgs[i]
             if type(msg) is ParsedMessage:

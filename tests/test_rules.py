@@ -167,6 +167,22 @@ def test_render_chunk_matches_render_fields():
     assert [fields_of(rendered, i) for i in range(len(msgs))] == [render_fields(m) for m in msgs]
 
 
+def test_render_chunk_grows_past_its_estimate():
+    # The body field's room is reserved from the texts' lengths in code
+    # points; multi-byte text takes more bytes than that and must grow the
+    # buffer mid-chunk without losing or moving anything.
+    from atlas_fast.rules import MAX_BODY_BYTES, fields_of, render_chunk
+
+    msgs = []
+    for i in range(40):
+        m = _message()
+        m.text = ("\u6f22\u5b57 " * 900 if i % 2 else "plain words " * 300) + str(i)
+        msgs.append(m)
+    rendered = render_chunk(msgs)
+    assert len(rendered[2][0]) > sum(min(len(m.text), MAX_BODY_BYTES) + 1 for m in msgs) + 4096
+    assert [fields_of(rendered, i) for i in range(len(msgs))] == [render_fields(m) for m in msgs]
+
+
 @pytest.mark.parametrize(
     "pattern, squeezed",
     [
