@@ -193,9 +193,9 @@ def fit_logistic(csr, y, params: TrainParams, seed: int) -> np.ndarray:
 
 def round_bf16(w: np.ndarray) -> np.ndarray:
     """``w`` rounded to the nearest bfloat16 (ties to even), as float64."""
-    bits = np.asarray(w, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    from .model import bf16_bits
+
+    return (bf16_bits(w).astype(np.uint32) << 16).view(np.float32).astype(np.float64)
 
 
 def nb_log_ratios(csr, y, nbits: int, alpha: float = 1.0) -> np.ndarray:

@@ -218,12 +218,22 @@ def _dense(body: bytes, nnz: int, nbits: int):
     from array import array
 
     idx = np.frombuffer(body, dtype="<u4", count=nnz)
-    bits = np.frombuffer(body, dtype="<u4", count=nnz, offset=4 * nnz).astype(np.uint64)
+    val = np.frombuffer(body, dtype="<f4", count=nnz, offset=4 * nnz)
     if nnz and int(idx.max()) >= 1 << nbits:
         raise ValueError("weight index out of range")
     weights = np.zeros(1 << nbits, dtype=np.uint16)
-    weights[idx] = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # as dense_weights rounds
+    weights[idx] = bf16_bits(val)
     return array("H", weights.tobytes())
+
+
+def bf16_bits(values):
+    """numpy: ``values`` rounded to the nearest bfloat16 (ties to even) as
+    uint16 bits, as ``_features.dense_weights`` rounds each weight (training
+    rounds with this, see ``evaluate.round_bf16``)."""
+    import numpy as np  # training and big-endian hosts only
+
+    bits = np.asarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def default_model_path() -> str:

@@ -4,7 +4,9 @@ import pytest
 from atlas_fast._features import FEATURE_VERSION, Featurizer, feature_bucket
 from atlas_fast.errors import ModelError
 from atlas_fast.evaluate import round_bf16
-from atlas_fast.model import FORMAT_VERSION, ModelHeader, decode_model, load_model, save_model
+from atlas_fast.model import (
+    FORMAT_VERSION, ModelHeader, bf16_bits, decode_model, load_model, save_model,
+)
 
 
 def _header(**kw):
@@ -15,13 +17,8 @@ def _header(**kw):
     return ModelHeader(**base)
 
 
-def _as_float(bf16_bits) -> np.ndarray:
-    return (np.asarray(bf16_bits, np.uint32) << 16).view(np.float32)
-
-
-def _bf16(w) -> np.ndarray:
-    """float32 weights (exact in bfloat16) as the scorer's bfloat16 bits."""
-    return (np.asarray(w, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+def _as_float(bits) -> np.ndarray:
+    return (np.asarray(bits, np.uint32) << 16).view(np.float32)
 
 
 def test_roundtrip(tmp_path):
@@ -44,6 +41,24 @@ def test_weights_load_as_rounded_bfloat16(tmp_path):
     assert np.allclose(got, w[:4], rtol=2**-8) and not np.array_equal(got, w[:4])
     # The trainer's rounding is the same, so its weights load exactly.
     assert np.array_equal(round_bf16(w[:4]).astype(np.float32), got)
+
+
+def test_numpy_loader_rounds_as_the_compiled_one(monkeypatch):
+    # Big-endian hosts expand the weights with numpy (model._dense): the
+    # same bfloat16 bits as dense_weights, ties included.
+    import sys
+
+    from atlas_fast import model
+    from atlas_fast._features import dense_weights
+
+    rng = np.random.default_rng(3)
+    val = np.concatenate([[1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8)],
+                          rng.normal(size=500)]).astype("<f4")
+    idx = np.arange(val.size, dtype="<u4") * 7
+    body = idx.tobytes() + val.tobytes()
+    compiled = dense_weights(body, val.size, 12)
+    monkeypatch.setattr(sys, "byteorder", "big")
+    assert model._dense(body, val.size, 12) == compiled
 
 
 @pytest.mark.parametrize(
@@ -100,7 +115,7 @@ def test_features_names_and_scores():
     w[feature_bucket("subj:free", 12)] = 2.0
     w[feature_bucket("w:#n10", 12)] = 1.0
     w[feature_bucket("hdr:x-mozilla-status", 12)] = 100.0  # never extracted
-    margins, reasons = f.score([Msg()], [["url_dom:example.biz"]], _bf16(w), 0.0, 3)
+    margins, reasons = f.score([Msg()], [["url_dom:example.biz"]], bf16_bits(w), 0.0, 3)
     # Reasons are the features pushing towards the side the margin falls on.
     assert margins[0] > 0 and reasons[0][:2] == ("subj:free", "w:#n10")
     indptr, idx, _ = f.csr([Msg()], [None])
@@ -122,7 +137,7 @@ def test_reason_names_of_features_from_temporary_strings():
     w[feature_bucket("mailer:pegasus", 12)] = 9.0
     w[feature_bucket("att_ext:docm", 12)] = 8.0
     msgs = [M() for _ in range(200)]
-    _, reasons = f.score(msgs, [[f"pad:{'x' * k}"] for k in range(200)], _bf16(w), 0.0, 2)
+    _, reasons = f.score(msgs, [[f"pad:{'x' * k}"] for k in range(200)], bf16_bits(w), 0.0, 2)
     assert set(reasons) == {("mailer:pegasus", "att_ext:docm")}
 
 
