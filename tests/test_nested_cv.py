@@ -36,9 +36,21 @@ def test_counts_misses_and_exits_agree(tmp_path, capsys):
         (corpus / name).write_bytes(gzip.compress(b"".join(msgs)))
     misses = tmp_path / "misses.jsonl"
 
-    _nested_cv().main(["--corpus", str(corpus), "--reps", "2", "--param", "nbits=16",
-                       "--misses", str(misses)])
+    tool = _nested_cv()
+    tool.main(["--corpus", str(corpus), "--reps", "2", "--param", "nbits=16",
+               "--misses", str(misses), "--sweep-fpr", "0.0013", "0.5"])
     out = json.loads(capsys.readouterr().out)
+
+    # The sweep's entry for the target in use repeats the main figures; a
+    # target letting half the ham through calls more ham spam.
+    same, loose = out["sweep"]["0.0013"], out["sweep"]["0.5"]
+    for group in ("all", "spamassassin", "csdmc2010"):
+        assert same[group] == out[group]
+        assert loose[group]["false_positives"] > out[group]["false_positives"]
+        assert loose[group]["spam_recall_pct"] >= out[group]["spam_recall_pct"]
+    got = out["spamassassin"]
+    assert got["bar_chance"] == round(tool.bar_chance(got["ham_fpr_pct"] / 100,
+                                                      got["spam_recall_pct"] / 100), 3)
 
     rows = [json.loads(line) for line in misses.read_text().splitlines()]
     for group, files in (("all", FILES), ("spamassassin", FILES[0::2]), ("csdmc2010", FILES[1::2])):
@@ -65,3 +77,12 @@ def test_counts_misses_and_exits_agree(tmp_path, capsys):
         assert r["subject"] is None or raws[r["file"]][r["position"]].count(b"Subject:") >= 1
     # The three removal offers are decided by the rule in every repetition.
     assert not [r for r in rows if (r["subject"] or "").startswith("Offer ")]
+
+
+def test_bar_chance():
+    tool = _nested_cv()
+    assert tool.bar_chance(0.0, 1.0) == 1.0
+    # Poisson: P(FP <= 1 | 774 * 0.00111) * P(missed <= 11 | 385 * 0.0271).
+    assert abs(tool.bar_chance(0.00111, 0.9729) - 0.7874 * 0.6466) < 1e-3
+    assert tool.bar_chance(0.01, 0.9729) < tool.bar_chance(0.001, 0.9729)
+    assert tool.bar_chance(0.001, 0.95) < tool.bar_chance(0.001, 0.98)
