@@ -28,6 +28,15 @@ cdef extern from "atlas_features.h" nogil:
                    size_t n, int fold, float value)
     long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
                       size_t n, size_t max_tokens, size_t *upper, size_t *letters)
+    ctypedef struct atlas_open:
+        const char *prefix
+        size_t limit
+        size_t max
+        size_t count
+        int fallback
+    long atlas_tokens_open(atlas_feats *f, const char *prefix, const char *prefix2,
+                           const char *s, size_t n, size_t max_tokens, size_t *upper,
+                           size_t *letters, atlas_open *o)
     long atlas_url_path_tokens(atlas_feats *f, const char *prefix, const char *url, size_t n,
                                size_t max_tokens)
     int atlas_url_host(const char *u, size_t n, size_t *start, size_t *end)
@@ -49,6 +58,8 @@ cdef class Featurizer:
     cdef readonly Py_ssize_t text_cap
     cdef readonly bint bigrams
     cdef readonly float extra_value
+    cdef readonly Py_ssize_t opening_bytes
+    cdef readonly bint one_pass_opening
     cdef uint32_t seed_struct
     cdef uint32_t seed_enrich[6]
     cdef list keep
@@ -57,7 +68,8 @@ cdef class Featurizer:
     cdef int _push_static(self, const char *name) except -1
     cdef int _field(self, const char *prefix, const char *prefix2, object value,
                     Py_ssize_t cap, Py_ssize_t max_tokens, size_t *upper,
-                    size_t *letters) except -1
+                    size_t *letters, bint whole_words=*) except -1
+    cdef int _body(self, object text, size_t *upper, size_t *letters) except -1
     cdef int _featurize(self, object msg, object extras) except -1
     cdef int _push_enrichment(self, tuple extra) except -1
     cdef int _push_prefixed(self, int k, str value, float v) except -1

@@ -428,6 +428,7 @@ def _flags(msg, from_dom, url_doms, hosts=()) -> tuple:
                        else 4 if n <= 8 else 5])
     flags.extend(_date_flags(msg))
     flags.extend(_name_flags(msg))
+    flags.extend(_mid_shape(msg.message_id))
     return tuple(flags)
 
 
@@ -487,3 +488,34 @@ def _name_flags(msg) -> list:
     if words and not any(w in addr for w in words):
         return ["name:mismatch"]
     return []
+
+
+def _mid_shape(mid) -> list:
+    """The Message-ID's local part as the program that wrote it shapes it
+    (the twin of ``_features._mid_shape``): each run of ASCII letters and
+    digits becomes its kind (``d`` digits, ``x`` hex, ``w`` other) and
+    length (``+`` from 17), other bytes stay (non-ASCII ones as ``?``), and
+    ``!`` ends a shape without ``@``."""
+    if not isinstance(mid, str):
+        return []
+    raw = mid.encode("utf-8", "surrogatepass")
+    out = []
+    k, n = (1 if raw[:1] == b"<" else 0), len(raw)
+    size = 0  # characters, capped at 46 as the C buffer is
+    while k < n and raw[k] != 64 and size < 46:
+        c = raw[k]
+        if 48 <= c <= 57 or 97 <= (c | 32) <= 122:
+            t = k
+            while k < n and (48 <= raw[k] <= 57 or 97 <= (raw[k] | 32) <= 122):
+                k += 1
+            run = raw[t:k].lower()
+            kind = "d" if run.isdigit() else "x" if all(ch in b"0123456789abcdef" for ch in run) else "w"
+            part = kind + ("+" if k - t >= 17 else str(k - t))
+        else:
+            part = chr(c) if c < 128 else "?"
+            k += 1
+        out.append(part)
+        size += len(part)
+    if k >= n or raw[k] != 64:
+        out.append("!")
+    return ["mid_shape:" + "".join(out)]

@@ -298,16 +298,14 @@ ATLAS_INLINE unsigned popcount64(uint64_t x) {
 
 ATLAS_INLINE uint64_t low_bits(size_t k) { return k >= 64 ? ~0ull : (1ull << k) - 1; }
 
-/* One token p[a:a + tl] of a run: #long past MAX_TOKEN_LEN bytes, else its
- * shape when ``digit`` (a digit in a token of over four bytes), else the
- * folded word and, with prefix2, its bigram with the word before, counted
- * in *count (the caller counts the token itself). */
-ATLAS_INLINE atlas_feat *emit_token(atlas_feat *out, const uint8_t *p, const char *s, size_t n,
-                                    size_t a, size_t tl, int digit, uint32_t seed, uint32_t seed2,
-                                    const char *prefix, const char *prefix2, int shift,
-                                    const uint16_t *pf, uint32_t *prev_h, long *prev_start,
-                                    size_t *count) {
-    uint32_t h;
+/* One token p[a:a + tl] of a run, alone: #long past MAX_TOKEN_LEN bytes,
+ * else its shape when ``digit`` (a digit in a token of over four bytes),
+ * else the folded word, whose hash goes to *word_h (0 for the others). */
+ATLAS_INLINE atlas_feat *emit_unigram(atlas_feat *out, const uint8_t *p, const char *s, size_t n,
+                                      size_t a, size_t tl, int digit, uint32_t seed,
+                                      const char *prefix, int shift, const uint16_t *pf,
+                                      uint32_t *word_h) {
+    *word_h = 0;
     if (UNLIKELY(tl > MAX_TOKEN_LEN))
         return emit(out, hname(seed, (const uint8_t *)LONG_TOKEN, 5, 0, 5), shift, pf, prefix,
                     LONG_TOKEN, 5, 0);
@@ -317,8 +315,20 @@ ATLAS_INLINE atlas_feat *emit_token(atlas_feat *out, const uint8_t *p, const cha
         return emit(out, hname(seed, (const uint8_t *)shape, sl, 0, sl), shift, pf, prefix, shape,
                     sl, 0);
     }
-    h = hname(seed, p + a, tl, 1, n - a);
-    out = emit(out, h, shift, pf, prefix, s + a, tl, 1);
+    *word_h = hname(seed, p + a, tl, 1, n - a);
+    return emit(out, *word_h, shift, pf, prefix, s + a, tl, 1);
+}
+
+/* emit_unigram and, for a word with prefix2, its bigram with the word
+ * before, counted in *count (the caller counts the token itself). */
+ATLAS_INLINE atlas_feat *emit_token(atlas_feat *out, const uint8_t *p, const char *s, size_t n,
+                                    size_t a, size_t tl, int digit, uint32_t seed, uint32_t seed2,
+                                    const char *prefix, const char *prefix2, int shift,
+                                    const uint16_t *pf, uint32_t *prev_h, long *prev_start,
+                                    size_t *count) {
+    uint32_t h;
+    out = emit_unigram(out, p, s, n, a, tl, digit, seed, prefix, shift, pf, &h);
+    if (tl > MAX_TOKEN_LEN || digit) return out;
     if (prefix2 && *prev_start >= 0) {
         out = emit(out, hpair(seed2, *prev_h, h), shift, pf, prefix2, s + *prev_start,
                    a + tl - (size_t)*prev_start, 1);
@@ -499,8 +509,23 @@ static ATLAS_NOINLINE int cjk_run(tok_state *t, size_t tstart, size_t end) {
 
 #undef CJK_COUNT
 
-long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
-                  size_t n, size_t max_tokens, size_t *upper, size_t *letters) {
+/* One opening token (see atlas_open): the name emit_token or the solo
+ * branch gives the same bytes, under the opening's seed. */
+ATLAS_INLINE atlas_feat *emit_open(atlas_feat *ob, const char *oprefix, uint32_t oseed,
+                                   const uint8_t *p, const char *s, size_t n, size_t a,
+                                   size_t tl, int digit, int solo, int shift,
+                                   const uint16_t *pf) {
+    uint32_t h;
+    if (solo)
+        return emit(ob, hname(oseed, p + a, 1, 0, n - a), shift, pf, oprefix, s + a, 1, 0);
+    return emit_unigram(ob, p, s, n, a, tl, digit, oseed, oprefix, shift, pf, &h);
+}
+
+/* atlas_tokens, and with ``o`` the opening's tokens in the same pass; with
+ * o == NULL (a constant where it is inlined) the opening code drops out. */
+ATLAS_INLINE long tokens_impl(atlas_feats *f, const char *prefix, const char *prefix2,
+                              const char *s, size_t n, size_t max_tokens, size_t *upper,
+                              size_t *letters, atlas_open *o) {
     /* Token boundaries come from bit masks of 64-byte blocks: a run is its
      * token bytes plus each joiner with a token byte on both sides, and the
      * ends of the runs and the solo bytes are visited in order with
@@ -524,6 +549,20 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
     atlas_feat *out;
     const uint16_t *pf = f->prefetch;
     const int shift = f->shift;
+    /* The opening's tokens, appended after the text's at the end. */
+    atlas_feat obuf[ATLAS_OPEN_MAX];
+    atlas_feat *ob = obuf;
+    size_t olimit = 0, omax = 0, reached = n;
+    uint32_t oseed = 0;
+    if (o) {
+        o->count = 0;
+        o->fallback = 0;
+        olimit = o->limit;
+        omax = o->max < ATLAS_OPEN_MAX ? o->max : ATLAS_OPEN_MAX;
+        oseed = atlas_prefix_seed(o->prefix);
+        need += omax;
+        if (olimit > n) o->fallback = 1;
+    }
     if (UNLIKELY(!tables_ready)) init_tables();
     if (atlas_feats_reserve(f, need) < 0) return -1;
     out = f->items + f->n;
@@ -556,8 +595,11 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
             if (cur.solo & bit) {
                 out = emit(out, hname(seed, p + pos, 1, 0, n - pos), shift, pf, prefix, s + pos, 1,
                            0);
+                if (o && pos < olimit && (size_t)(ob - obuf) < omax)
+                    ob = emit_open(ob, o->prefix, oseed, p, s, n, pos, 1, 0, 1, shift, pf);
                 prev_start = -1;
                 if (++count >= max_tokens) {
+                    reached = pos + 1;
                     up += (size_t)popcount64(cur.upper & low_bits(b + 1));
                     let += (size_t)popcount64(cur.letter & low_bits(b + 1));
                     goto done;
@@ -582,6 +624,7 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                 cjk = last_high >= (long)tstart && has_cjk(p + tstart, tlen);
             }
             if (UNLIKELY(cjk)) {
+                if (o && tstart < olimit) o->fallback = 1;
                 tok_state st = {p, s, n, seed, seed2, prefix, prefix2, shift, pf, out, count,
                                 max_tokens, prev_h, prev_start};
                 int full = cjk_run(&st, tstart, end);
@@ -590,6 +633,7 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                 prev_h = st.prev_h;
                 prev_start = st.prev_start;
                 if (full) {
+                    reached = 0; /* somewhere in the run: ask for the opening's own pass */
                     up += (size_t)popcount64(cur.upper & low_bits(b + 1));
                     let += (size_t)popcount64(cur.letter & low_bits(b + 1));
                     goto done;
@@ -609,8 +653,12 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
                 }
                 out = emit_token(out, p, s, n, tstart, tlen, digit, seed, seed2, prefix, prefix2,
                                  shift, pf, &prev_h, &prev_start, &count);
+                if (o && end <= olimit && (size_t)(ob - obuf) < omax)
+                    ob = emit_open(ob, o->prefix, oseed, p, s, n, tstart, tlen, digit, 0, shift,
+                                   pf);
             }
             if (++count >= max_tokens) {
+                reached = end;
                 up += (size_t)popcount64(cur.upper & low_bits(b + 1));
                 let += (size_t)popcount64(cur.letter & low_bits(b + 1));
                 goto done;
@@ -626,10 +674,29 @@ long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const
         cur = nxt;
     }
 done:
+    if (o) {
+        if (reached < olimit) o->fallback = 1;
+        if (!o->fallback) {
+            o->count = (size_t)(ob - obuf);
+            memcpy(out, obuf, o->count * sizeof *obuf);
+            out += o->count;
+        }
+    }
     f->n = (size_t)(out - f->items);
     *upper += up;
     *letters += let;
     return (long)count;
+}
+
+long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
+                  size_t n, size_t max_tokens, size_t *upper, size_t *letters) {
+    return tokens_impl(f, prefix, prefix2, s, n, max_tokens, upper, letters, NULL);
+}
+
+long atlas_tokens_open(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
+                       size_t n, size_t max_tokens, size_t *upper, size_t *letters,
+                       atlas_open *o) {
+    return tokens_impl(f, prefix, prefix2, s, n, max_tokens, upper, letters, o);
 }
 
 /* ------------------------------------------------------------------------

@@ -56,6 +56,29 @@ int atlas_push_split(atlas_feats *f, const char *name, size_t n, int fold, float
 long atlas_tokens(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
                   size_t n, size_t max_tokens, size_t *upper, size_t *letters);
 
+/* The opening words of a text (feature version 7's ``w0:`` tokens), taken
+ * by atlas_tokens_open in the same pass as the text's own tokens: every
+ * token ending at or before byte ``limit``, at most ``max`` of them
+ * (<= ATLAS_OPEN_MAX), pushed after the text's tokens with the names and
+ * buckets atlas_tokens(prefix, s, limit, max) would give.  The caller cuts
+ * ``limit`` at whitespace (or the text's end), so no run straddles it.
+ * ``fallback`` comes back 1, and nothing is pushed, when the pass cannot
+ * give exactly that (a CJK run inside the opening, or the text's token
+ * limit reached before ``limit``): the caller then tokenises the opening
+ * on its own. */
+#define ATLAS_OPEN_MAX 64
+typedef struct {
+    const char *prefix;
+    size_t limit;
+    size_t max;
+    size_t count;  /* out: pushed */
+    int fallback;  /* out */
+} atlas_open;
+
+long atlas_tokens_open(atlas_feats *f, const char *prefix, const char *prefix2, const char *s,
+                       size_t n, size_t max_tokens, size_t *upper, size_t *letters,
+                       atlas_open *o);
+
 /* Tokens of a URL's path and query (after the host), prefix ``url_path:``;
  * at most ``max_tokens``.  Returns the number pushed, or -1. */
 long atlas_url_path_tokens(atlas_feats *f, const char *prefix, const char *url, size_t n,

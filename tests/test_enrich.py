@@ -250,3 +250,28 @@ def test_memo_is_bounded():
         assert all(got[k] == registered_domain(k) for k in keys)
         assert len(enricher._memo["domain"]) <= 1_000
     assert Enricher(None).memo_size <= 20_000  # the default stays a few MB a worker
+
+
+@pytest.mark.parametrize("mid, shape", [
+    ("<200208221727.SAA05985@webnote.net>", "d12.w8"),  # sendmail
+    ("<9a63c01c249e0$e5a9d610$1106fea9@freeyankeedom.com>", "x13$x8$x8"),  # Outlook Express
+    ("<000023b8700d$00003a16$00004696@missouri.co.jp>", "x12$x8$d8"),
+    ("<413-220028422154219900@freesource>", "d3-d+"),  # runs of 17 or more: '+'
+    ("<3D64E94E.8060301@ee.ed.ac.uk>", "x8.d7"),
+    ("<E17hrT0-0004gj-00@rhenium.btinternet.com>", "w7-w6-d2"),  # Exim
+    ("no-at", "w2-w2!"),
+    ("<\u00e9t\u00e9@x>", "??w1??"),  # each non-ASCII byte is '?'
+    ("<>", ">!"),
+])
+def test_message_id_shape(mid, shape):
+    from atlas_fast.cache import ClassifierCache
+    from atlas_fast.enrich import Enricher, _mid_shape
+    from atlas_fast._parser import ParsedMessage
+
+    assert _mid_shape(mid) == ["mid_shape:" + shape]
+    m = ParsedMessage()
+    m.message_id = mid
+    m.received = []
+    flags = Enricher(ClassifierCache(None, enabled=False)).enrich_chunk([m])[0].flags
+    assert [f for f in flags if f.startswith("mid_shape:")] == ["mid_shape:" + shape]
+    assert _mid_shape(None) == []
