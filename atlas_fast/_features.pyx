@@ -247,6 +247,23 @@ cdef inline int bucket_index(Py_ssize_t n, int last) noexcept nogil:
 # Featuriser
 # ---------------------------------------------------------------------------
 
+cdef inline Py_ssize_t _utf8_cut(const char *s, Py_ssize_t n, Py_ssize_t cap) noexcept:
+    # s[:n] cut to at most ``cap`` bytes, never inside a UTF-8 sequence.
+    if n <= cap:
+        return n
+    while cap > 0 and (<unsigned char>s[cap] & 0xC0) == 0x80:
+        cap -= 1
+    return cap
+
+
+cdef inline Py_ssize_t _word_cut(const char *s, Py_ssize_t cut) noexcept:
+    # The last whitespace at or before s[cut] (a byte past the cut text):
+    # the cut moved back to a word's end; 0 when there is none.
+    while cut > 0 and not (s[cut] == 32 or 9 <= s[cut] <= 13):
+        cut -= 1
+    return cut
+
+
 cdef class Featurizer:
     """Hash the features of ParsedMessage-like objects into ``2**nbits`` buckets.
 
@@ -325,14 +342,9 @@ cdef class Featurizer:
         cdef long count
         cdef float scale
         if n > cap:
-            n = cap
-            # Never cut a UTF-8 sequence in two.
-            while n > 0 and (<unsigned char>s[n] & 0xC0) == 0x80:
-                n -= 1
+            n = _utf8_cut(s, n, cap)
             if whole_words:
-                i = n
-                while i > 0 and not (s[i] == 32 or 9 <= s[i] <= 13):
-                    i -= 1
+                i = _word_cut(s, n)
                 if i > 0:
                     n = i
         count = atlas_tokens(&self.fb, prefix, prefix2, s, n, max_tokens, upper, letters)
@@ -362,13 +374,7 @@ cdef class Featurizer:
             # pass only when it falls at whitespace or the text's end.
             cut = n
             if n > self.opening_bytes:
-                cut = self.opening_bytes
-                while cut > 0 and (<unsigned char>s[cut] & 0xC0) == 0x80:
-                    cut -= 1
-                i = cut
-                while i > 0 and not (s[i] == 32 or 9 <= s[i] <= 13):
-                    i -= 1
-                cut = i
+                cut = _word_cut(s, _utf8_cut(s, n, self.opening_bytes))
             inline_open = self.one_pass_opening and 0 < cut <= self.text_cap
         if not inline_open:
             self._field(P_WORD, P_WORD2 if self.bigrams else NULL, text, self.text_cap,
@@ -377,10 +383,7 @@ cdef class Featurizer:
                 self._field(P_OPEN, NULL, text, self.opening_bytes, MAX_OPENING_TOKENS, &dummy,
                             &dummy, True)
             return 0
-        if n > self.text_cap:
-            n = self.text_cap
-            while n > 0 and (<unsigned char>s[n] & 0xC0) == 0x80:
-                n -= 1
+        n = _utf8_cut(s, n, self.text_cap)
         op.prefix = P_OPEN
         op.limit = <size_t>cut
         op.max = MAX_OPENING_TOKENS
@@ -886,27 +889,18 @@ cdef int rbuf_str(RBuf *b, object value, Py_ssize_t cap, bint squeeze=False) exc
         n = len(raw)
     if squeeze:
         return _squeeze_into(b, s, n, cap)
-    if n > cap:
-        n = cap
-        while n > 0 and (<unsigned char>s[n] & 0xC0) == 0x80:
-            n -= 1
-    return rbuf_put(b, s, n)
+    return rbuf_put(b, s, _utf8_cut(s, n, cap))
 
 
 cdef int _squeeze_into(RBuf *b, const char *s, Py_ssize_t n, Py_ssize_t cap) except -1:
-    cdef Py_ssize_t out, want, cut
+    cdef Py_ssize_t out, want
     # Output is at most n bytes; one byte past the cap is kept so that the
     # cut can tell whether it falls inside a UTF-8 sequence.
     want = n if n <= cap else cap + 1
     if b.n + want > b.cap:
         _rbuf_grow(b, want)
     out = <Py_ssize_t>atlas_squeeze(s, n, b.p + b.n, want)
-    if out > cap:
-        cut = cap
-        while cut > 0 and (<unsigned char>b.p[b.n + cut] & 0xC0) == 0x80:
-            cut -= 1
-        out = cut
-    b.n += out
+    b.n += _utf8_cut(b.p + b.n, out, cap)
     return 0
 
 
@@ -1342,6 +1336,9 @@ cdef int _date_flags(list flags, ParsedMessage pm) except -1:
     return 0
 
 
+cdef inline bint _ascii_alnum(unsigned char c) noexcept:
+    return 48 <= c <= 57 or 97 <= (c | 32) <= 122
+
 
 cdef int _mid_shape(list flags, object mid) except -1:
     # The Message-ID's local part as the program that wrote it shapes it:
@@ -1364,10 +1361,10 @@ cdef int _mid_shape(list flags, object mid) except -1:
         k += 1
     while k < n and p[k] != 64 and ns < 56:
         c = <unsigned char>p[k]
-        if 48 <= c <= 57 or 97 <= (c | 32) <= 122:
+        if _ascii_alnum(c):
             t = k
             digits = hexes = True
-            while k < n and (48 <= <unsigned char>p[k] <= 57 or 97 <= (<unsigned char>p[k] | 32) <= 122):
+            while k < n and _ascii_alnum(<unsigned char>p[k]):
                 c = <unsigned char>p[k] | 32
                 if not 48 <= c <= 57:
                     digits = False
@@ -1395,6 +1392,7 @@ cdef int _mid_shape(list flags, object mid) except -1:
         ns += 1
     flags.append(PyUnicode_DecodeASCII(shape, ns, "replace"))
     return 0
+
 
 cdef int _name_flags(list flags, ParsedMessage pm) except -1:
     # The display name against the address: an address in the name that is
