@@ -44,7 +44,7 @@ cpdef ParsedMessage parse_message(const unsigned char[::1] raw)
 # csrc/ declarations (plain C, callable without the GIL).  Added for the
 # implementation; the names above are the contract other modules code against.
 # ---------------------------------------------------------------------------
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint64_t
 
 cdef extern from "common.h" nogil:
     ctypedef struct atlas_buf:
@@ -53,6 +53,7 @@ cdef extern from "common.h" nogil:
         size_t cap
     int atlas_buf_reserve(atlas_buf *b, size_t extra)
     void atlas_buf_free(atlas_buf *b)
+    uint64_t atlas_fold8(uint64_t w)
 
 cdef extern from "atlas_mime.h" nogil:
     enum:

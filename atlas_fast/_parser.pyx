@@ -36,7 +36,7 @@ from cpython.unicode cimport (
     PyUnicode_DecodeLatin1,
     PyUnicode_DecodeUTF8,
 )
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint64_t
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from libc.string cimport memchr, memcmp, memcpy, memset, strcmp, strlen
@@ -414,14 +414,45 @@ cdef struct NameSlot:
 cdef NameSlot _name_table[NAME_SLOTS]
 
 
+cdef inline uint64_t _word(const char *p) noexcept nogil:
+    cdef uint64_t w
+    memcpy(&w, p, 8)
+    return w
+
+
+cdef inline void _lower_copy(char *dst, const char *src, Py_ssize_t n) noexcept nogil:
+    # ASCII lower case of src[:n] into dst, 8 bytes at a time; no byte past
+    # src + n is read (a header name can end its buffer).
+    cdef Py_ssize_t i = 0
+    cdef uint64_t w
+    cdef unsigned char c
+    while i + 8 <= n:
+        w = atlas_fold8(_word(src + i))
+        memcpy(dst + i, &w, 8)
+        i += 8
+    while i < n:
+        c = <unsigned char>src[i]
+        dst[i] = <char>(c + 32 if 65 <= c <= 90 else c)
+        i += 1
+
+
 cdef object interned_name(const char *p, Py_ssize_t n):
-    cdef unsigned long long h = 1469598103934665603ULL
-    cdef Py_ssize_t i
+    # The hash mixes a word at a time; no byte past p + n is read.
+    cdef unsigned long long h = 1469598103934665603ULL ^ <unsigned long long>n
+    cdef Py_ssize_t i = 0
+    cdef uint64_t w
     cdef NameSlot *slot
     if n > NAME_MAX:
         return PyUnicode_DecodeLatin1(p, n, NULL)
-    for i in range(n):
-        h = (h ^ <unsigned char>p[i]) * 1099511628211ULL
+    while i + 8 <= n:
+        h = (h ^ _word(p + i)) * 0x9E3779B97F4A7C15ULL
+        h ^= h >> 29
+        i += 8
+    if i < n:
+        w = 0
+        memcpy(&w, p + i, <size_t>(n - i))
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL
+        h ^= h >> 29
     for i in range(NAME_PROBES):
         slot = &_name_table[(h + <unsigned long long>i) & (NAME_SLOTS - 1)]
         if slot.text == NULL:
@@ -451,8 +482,7 @@ cdef int fill_headers(Scratch *sc, ParsedMessage pm) except -1:
     for k in range(hs.n):
         h = &hs.items[k]
         if h.name_len < 128:
-            for j in range(<Py_ssize_t>h.name_len):
-                lname[j] = <char>(h.name[j] + 32 if 65 <= h.name[j] <= 90 else h.name[j])
+            _lower_copy(lname, <const char *>h.name, <Py_ssize_t>h.name_len)
             names.append(interned_name(lname, <Py_ssize_t>h.name_len))
         else:
             names.append(PyUnicode_DecodeLatin1(<const char *>h.name, h.name_len, NULL).lower())

@@ -58,15 +58,6 @@ ATLAS_INLINE uint64_t load_tail(const uint8_t *p, size_t n) {
     return w;
 }
 
-/* 'A'..'Z' -> 'a'..'z' in each byte of w; every other byte unchanged. */
-ATLAS_INLINE uint64_t fold8(uint64_t w) {
-    uint64_t low7 = w & 0x7F7F7F7F7F7F7F7Full;
-    uint64_t ge_a = low7 + 0x3F3F3F3F3F3F3F3Full; /* top bit: byte >= 'A' */
-    uint64_t gt_z = low7 + 0x2525252525252525ull; /* top bit: byte > 'Z' */
-    uint64_t up = ge_a & ~gt_z & ~w & 0x8080808080808080ull;
-    return w | (up >> 2);
-}
-
 /* Hash of name p[:n] under ``seed``; ``room`` (>= n) bytes at p are
  * readable, so a tail with 8 readable bytes is one load and a mask. */
 ATLAS_INLINE uint32_t hname(uint32_t seed, const uint8_t *p, size_t n, int fold, size_t room) {
@@ -74,7 +65,7 @@ ATLAS_INLINE uint32_t hname(uint32_t seed, const uint8_t *p, size_t n, int fold,
     uint64_t w;
     while (n > 8) {
         w = load8(p);
-        if (fold) w = fold8(w);
+        if (fold) w = atlas_fold8(w);
         h = (h ^ w) * HMUL;
         h ^= h >> 29;
         p += 8;
@@ -83,7 +74,7 @@ ATLAS_INLINE uint32_t hname(uint32_t seed, const uint8_t *p, size_t n, int fold,
     }
     if (n) {
         w = room >= 8 ? load8(p) & (~0ull >> (64 - 8 * n)) : load_tail(p, n);
-        if (fold) w = fold8(w);
+        if (fold) w = atlas_fold8(w);
         h ^= w;
     }
     return (uint32_t)((h * HMUL) >> 32);

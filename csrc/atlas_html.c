@@ -12,6 +12,34 @@
 #include "atlas_html.h"
 
 /* ========================================================================
+ * Byte classes: one table load per byte in the loops below, where a chain
+ * of comparisons (atlas_is_space is six) was the largest share of the
+ * converter's instructions.
+ * ======================================================================== */
+
+enum { H_SPACE = 1, H_SPECIAL = 2 /* '<' or '&' */, H_NAME = 4 /* [A-Za-z0-9] */,
+       H_ATTR_END = 8 /* space, '=' or '>' */, H_VALUE_END = 16 /* space or '>' */ };
+
+static const uint8_t *html_classes(void) {
+    static uint8_t cls[256];
+    static int ready = 0;
+    if (UNLIKELY(!ready)) {
+        for (int c = 0; c < 256; c++) {
+            uint8_t k = 0;
+            if (atlas_is_space((uint8_t)c)) k |= H_SPACE | H_ATTR_END | H_VALUE_END;
+            if (c == '<' || c == '&') k |= H_SPECIAL;
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+                k |= H_NAME;
+            if (c == '=') k |= H_ATTR_END;
+            if (c == '>') k |= H_ATTR_END | H_VALUE_END;
+            cls[c] = k;
+        }
+        ready = 1; /* idempotent: a race writes the same bytes */
+    }
+    return cls;
+}
+
+/* ========================================================================
  * Output with whitespace collapsing
  * ======================================================================== */
 
@@ -63,24 +91,78 @@ static int w_codepoint(writer *w, uint32_t cp) {
     return atlas_buf_put(w->out, b, n);
 }
 
+/* The pending break or blank (as w_flush writes it) into reserved room. */
+ATLAS_INLINE uint8_t *w_pending(writer *w, uint8_t *d, const uint8_t *start) {
+    if (d != start) {
+        if (w->newlines) {
+            *d++ = '\n';
+            if (w->newlines > 1) *d++ = '\n';
+        } else if (w->space) {
+            *d++ = ' ';
+        }
+    }
+    w->space = w->newlines = 0;
+    return d;
+}
+
+/* s[0:n], which holds no '<' or '&', as text: each run of blanks becomes
+ * one pending blank, written before the next byte (w_byte's rule). */
+static int w_text(writer *w, const uint8_t *s, size_t n, const uint8_t *cls) {
+    atlas_buf *b = w->out;
+    uint8_t *d, *start;
+    size_t i;
+    if (UNLIKELY(b->n + n + 2 > b->cap) && atlas_buf_reserve(b, n + 2) < 0) return -1;
+    start = b->p;
+    d = b->p + b->n;
+    for (i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (cls[c] & H_SPACE) {
+            w->space = 1;
+            continue;
+        }
+        if (UNLIKELY(w->space | w->newlines)) d = w_pending(w, d, start);
+        *d++ = c;
+    }
+    b->n = (size_t)(d - b->p);
+    return 0;
+}
+
+/* Index of the first '<' or '&' in s[i:n], else n. */
+ATLAS_INLINE size_t next_special(const uint8_t *s, size_t i, size_t n, const uint8_t *cls) {
+#ifdef __SSE2__
+    const __m128i lt = _mm_set1_epi8('<'), amp = _mm_set1_epi8('&');
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, lt), _mm_cmpeq_epi8(v, amp)));
+        if (m) return i + (size_t)__builtin_ctz(m);
+    }
+#endif
+    while (i < n && !(cls[s[i]] & H_SPECIAL)) i++;
+    return i;
+}
+
 /* ========================================================================
  * Entities
  * ======================================================================== */
 
+#define E(name, cp) {name, sizeof(name) - 1, cp}
 static const struct {
     const char *name;
+    size_t len;
     uint32_t cp;
 } ENTITIES[] = {
-    {"amp", '&'},      {"lt", '<'},       {"gt", '>'},       {"quot", '"'},
-    {"apos", '\''},    {"nbsp", 0xA0},    {"copy", 0xA9},    {"reg", 0xAE},
-    {"trade", 0x2122}, {"mdash", 0x2014}, {"ndash", 0x2013}, {"hellip", 0x2026},
-    {"lsquo", 0x2018}, {"rsquo", 0x2019}, {"ldquo", 0x201C}, {"rdquo", 0x201D},
-    {"bull", 0x2022},  {"middot", 0xB7},  {"euro", 0x20AC},  {"pound", 0xA3},
-    {"yen", 0xA5},     {"cent", 0xA2},    {"deg", 0xB0},     {"laquo", 0xAB},
-    {"raquo", 0xBB},   {"eacute", 0xE9},  {"egrave", 0xE8},  {"agrave", 0xE0},
-    {"ccedil", 0xE7},  {"uuml", 0xFC},    {"ouml", 0xF6},    {"auml", 0xE4},
-    {"szlig", 0xDF},   {"times", 0xD7},   {"iexcl", 0xA1},   {"iquest", 0xBF},
+    E("amp", '&'),      E("lt", '<'),       E("gt", '>'),       E("quot", '"'),
+    E("apos", '\''),    E("nbsp", 0xA0),    E("copy", 0xA9),    E("reg", 0xAE),
+    E("trade", 0x2122), E("mdash", 0x2014), E("ndash", 0x2013), E("hellip", 0x2026),
+    E("lsquo", 0x2018), E("rsquo", 0x2019), E("ldquo", 0x201C), E("rdquo", 0x201D),
+    E("bull", 0x2022),  E("middot", 0xB7),  E("euro", 0x20AC),  E("pound", 0xA3),
+    E("yen", 0xA5),     E("cent", 0xA2),    E("deg", 0xB0),     E("laquo", 0xAB),
+    E("raquo", 0xBB),   E("eacute", 0xE9),  E("egrave", 0xE8),  E("agrave", 0xE0),
+    E("ccedil", 0xE7),  E("uuml", 0xFC),    E("ouml", 0xF6),    E("auml", 0xE4),
+    E("szlig", 0xDF),   E("times", 0xD7),   E("iexcl", 0xA1),   E("iquest", 0xBF),
 };
+#undef E
 
 /* Entity at s[0] == '&'; returns bytes consumed (0: not an entity). */
 static size_t entity_decode(const uint8_t *s, size_t n, uint32_t *cp) {
@@ -105,7 +187,7 @@ static size_t entity_decode(const uint8_t *s, size_t n, uint32_t *cp) {
     while (i < n && i - a < 8 && ((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z')) i++;
     if (i == a) return 0;
     for (size_t k = 0; k < sizeof(ENTITIES) / sizeof(ENTITIES[0]); k++) {
-        size_t len = strlen(ENTITIES[k].name);
+        size_t len = ENTITIES[k].len;
         /* Names are case-sensitive, except the four that old mail shouts. */
         if (len == i - a && memcmp(s + a, ENTITIES[k].name, len) == 0) {
             *cp = ENTITIES[k].cp;
@@ -114,7 +196,7 @@ static size_t entity_decode(const uint8_t *s, size_t n, uint32_t *cp) {
     }
     if (i - a <= 4) {
         for (size_t k = 0; k < 6; k++) {
-            size_t len = strlen(ENTITIES[k].name), j;
+            size_t len = ENTITIES[k].len, j;
             if (len != i - a) continue;
             for (j = 0; j < len; j++)
                 if (atlas_lower(s[a + j]) != (uint8_t)ENTITIES[k].name[j]) break;
@@ -131,45 +213,47 @@ static size_t entity_decode(const uint8_t *s, size_t n, uint32_t *cp) {
  * Tags
  * ======================================================================== */
 
-static int tag_is(const char *name, const char *const *list) {
-    for (; *list; list++)
-        if (!strcmp(name, *list)) return 1;
-    return 0;
-}
+/* What a tag does to the text: hide what follows (script, style; head up
+ * to its end), end a line (block tags), or separate cells (td, th). */
+enum { TAG_OTHER, TAG_SCRIPT, TAG_STYLE, TAG_HEAD, TAG_BLOCK, TAG_CELL };
 
-/* Block tags end a line of text.  Dispatch on the first letter: a linear
- * strcmp over the whole list cost 8 % of all parse time on real HTML mail,
- * where most tags (a, span, font, img, td) are inline. */
-static const char *const BLOCK_A[] = {"article", "address", NULL};
-static const char *const BLOCK_B[] = {"br", "blockquote", NULL};
-static const char *const BLOCK_C[] = {"center", NULL};
-static const char *const BLOCK_D[] = {"div", "dd", "dt", "dl", NULL};
-static const char *const BLOCK_F[] = {"form", "footer", NULL};
-static const char *const BLOCK_H[] = {"hr", "h1", "h2", "h3", "h4", "h5", "h6", "header", NULL};
-static const char *const BLOCK_L[] = {"li", NULL};
-static const char *const BLOCK_O[] = {"ol", NULL};
-static const char *const BLOCK_P[] = {"p", "pre", NULL};
-static const char *const BLOCK_S[] = {"section", NULL};
-static const char *const BLOCK_T[] = {"tr", "table", "title", "tbody", "thead", NULL};
-static const char *const BLOCK_U[] = {"ul", NULL};
+#define NAME_IS(lit) (len == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
 
-static int is_block_tag(const char *name) {
+/* The kind of the lower-cased tag ``name`` of ``len`` bytes.  Dispatch on
+ * the first letter and the length: a strcmp per candidate name cost a
+ * fifth of the converter's instructions on real HTML mail. */
+static int tag_kind(const char *name, size_t len) {
     switch (name[0]) {
-    case 'a': return tag_is(name, BLOCK_A);
-    case 'b': return tag_is(name, BLOCK_B);
-    case 'c': return tag_is(name, BLOCK_C);
-    case 'd': return tag_is(name, BLOCK_D);
-    case 'f': return tag_is(name, BLOCK_F);
-    case 'h': return tag_is(name, BLOCK_H);
-    case 'l': return tag_is(name, BLOCK_L);
-    case 'o': return tag_is(name, BLOCK_O);
-    case 'p': return tag_is(name, BLOCK_P);
-    case 's': return tag_is(name, BLOCK_S);
-    case 't': return tag_is(name, BLOCK_T);
-    case 'u': return tag_is(name, BLOCK_U);
-    default: return 0;
+    case 'a': return NAME_IS("article") || NAME_IS("address") ? TAG_BLOCK : TAG_OTHER;
+    case 'b': return NAME_IS("br") || NAME_IS("blockquote") ? TAG_BLOCK : TAG_OTHER;
+    case 'c': return NAME_IS("center") ? TAG_BLOCK : TAG_OTHER;
+    case 'd':
+        return NAME_IS("div") || NAME_IS("dd") || NAME_IS("dt") || NAME_IS("dl") ? TAG_BLOCK
+                                                                               : TAG_OTHER;
+    case 'f': return NAME_IS("form") || NAME_IS("footer") ? TAG_BLOCK : TAG_OTHER;
+    case 'h':
+        if (NAME_IS("head")) return TAG_HEAD;
+        if (len == 2 && (name[1] == 'r' || (name[1] >= '1' && name[1] <= '6'))) return TAG_BLOCK;
+        return NAME_IS("header") ? TAG_BLOCK : TAG_OTHER;
+    case 'l': return NAME_IS("li") ? TAG_BLOCK : TAG_OTHER;
+    case 'o': return NAME_IS("ol") ? TAG_BLOCK : TAG_OTHER;
+    case 'p': return NAME_IS("p") || NAME_IS("pre") ? TAG_BLOCK : TAG_OTHER;
+    case 's':
+        if (NAME_IS("script")) return TAG_SCRIPT;
+        if (NAME_IS("style")) return TAG_STYLE;
+        return NAME_IS("section") ? TAG_BLOCK : TAG_OTHER;
+    case 't':
+        if (NAME_IS("td") || NAME_IS("th")) return TAG_CELL;
+        return NAME_IS("tr") || NAME_IS("table") || NAME_IS("title") || NAME_IS("tbody") ||
+                       NAME_IS("thead")
+                   ? TAG_BLOCK
+                   : TAG_OTHER;
+    case 'u': return NAME_IS("ul") ? TAG_BLOCK : TAG_OTHER;
+    default: return TAG_OTHER;
     }
 }
+
+#undef NAME_IS
 
 /* After "</name" (case-insensitive) at or after p, past its '>'; NULL if none. */
 static const uint8_t *skip_to_close(const uint8_t *p, const uint8_t *end, const char *name) {
@@ -208,28 +292,34 @@ static int attr_url(const uint8_t *v, size_t n, atlas_buf *urls, long *n_urls) {
     while (n && atlas_is_space(*v)) v++, n--;
     while (n && atlas_is_space(v[n - 1])) n--;
     if (!starts_url(v, n)) return 0;
+    /* The URL is never longer than the value: room for it and its '\n'. */
+    if (UNLIKELY(urls->n + n + 1 > urls->cap) && atlas_buf_reserve(urls, n + 1) < 0) return -1;
+    uint8_t *d = urls->p + urls->n;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         size_t used;
         if (v[i] == '&' && (used = entity_decode(v + i, n - i, &cp)) > 0 && cp < 0x80 && cp > 0x20) {
-            if (atlas_buf_putc(urls, (uint8_t)cp) < 0) return -1;
+            *d++ = (uint8_t)cp;
             i += used;
         } else {
             /* Line breaks inside an attribute are wrapping, not data. */
-            if (v[i] != '\n' && v[i] != '\r' && atlas_buf_putc(urls, v[i]) < 0) return -1;
+            if (v[i] != '\n' && v[i] != '\r') *d++ = v[i];
             i++;
         }
     }
-    if (atlas_buf_putc(urls, '\n') < 0) return -1;
+    *d++ = '\n';
+    urls->n = (size_t)(d - urls->p);
     (*n_urls)++;
     return 0;
 }
 
 /* Parse the tag at s[i] == '<'.  Returns the index after it and fills name
  * (lower-cased, "" for comments and declarations) and closing. */
-static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], int *closing,
-                        atlas_buf *urls, long *n_urls, int *err) {
+static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], size_t *name_len,
+                        int *closing, atlas_buf *urls, long *n_urls, int *err,
+                        const uint8_t *cls) {
     name[0] = 0;
+    *name_len = 0;
     *closing = 0;
     i++;
     if (i < n && s[i] == '!') {
@@ -242,24 +332,25 @@ static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], int
     }
     if (i < n && s[i] == '/') *closing = 1, i++;
     size_t k = 0;
-    while (i < n && (((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z') || (s[i] >= '0' && s[i] <= '9'))) {
+    while (i < n && (cls[s[i]] & H_NAME)) {
         if (k < 15) name[k++] = (char)atlas_lower(s[i]);
         i++;
     }
     name[k] = 0;
+    *name_len = k;
     /* Attributes, quote-aware so that '>' inside a value does not end the tag. */
     while (i < n && s[i] != '>') {
-        if (atlas_is_space(s[i]) || s[i] == '/') {
+        if ((cls[s[i]] & H_SPACE) || s[i] == '/') {
             i++;
             continue;
         }
         size_t a = i;
-        while (i < n && !atlas_is_space(s[i]) && s[i] != '=' && s[i] != '>') i++;
+        while (i < n && !(cls[s[i]] & H_ATTR_END)) i++;
         size_t an = i - a;
-        while (i < n && atlas_is_space(s[i])) i++;
+        while (i < n && (cls[s[i]] & H_SPACE)) i++;
         if (i >= n || s[i] != '=') continue;
         i++;
-        while (i < n && atlas_is_space(s[i])) i++;
+        while (i < n && (cls[s[i]] & H_SPACE)) i++;
         size_t va, vn;
         if (i < n && (s[i] == '"' || s[i] == '\'')) {
             uint8_t q = s[i++];
@@ -269,7 +360,7 @@ static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], int
             i = e ? (size_t)(e - s) + 1 : n;
         } else {
             va = i;
-            while (i < n && !atlas_is_space(s[i]) && s[i] != '>') i++;
+            while (i < n && !(cls[s[i]] & H_VALUE_END)) i++;
             vn = i - va;
         }
         if (!*closing && ((an == 4 && (s[a] | 0x20) == 'h' && (s[a + 1] | 0x20) == 'r' &&
@@ -290,6 +381,7 @@ static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], int
  * ======================================================================== */
 
 int atlas_html_to_text(const uint8_t *s, size_t n, atlas_buf *text, atlas_buf *urls, long *n_urls) {
+    const uint8_t *cls = html_classes();
     writer w = {text, 0, 0};
     size_t i = 0;
     int err = 0;
@@ -299,21 +391,23 @@ int atlas_html_to_text(const uint8_t *s, size_t n, atlas_buf *text, atlas_buf *u
             if (i + 1 < n && (((s[i + 1] | 0x20) >= 'a' && (s[i + 1] | 0x20) <= 'z') ||
                               s[i + 1] == '/' || s[i + 1] == '!' || s[i + 1] == '?')) {
                 char name[16];
-                int closing;
-                i = parse_tag(s, i, n, name, &closing, urls, n_urls, &err);
+                size_t len;
+                int closing, kind;
+                i = parse_tag(s, i, n, name, &len, &closing, urls, n_urls, &err, cls);
                 if (err) return -1;
-                if (!closing && (!strcmp(name, "script") || !strcmp(name, "style"))) {
+                kind = len ? tag_kind(name, len) : TAG_OTHER;
+                if (!closing && (kind == TAG_SCRIPT || kind == TAG_STYLE)) {
                     /* Unterminated script or style hides the rest, as in a browser. */
                     const uint8_t *e = skip_to_close(s + i, s + n, name);
                     i = e ? (size_t)(e - s) : n;
-                } else if (!closing && !strcmp(name, "head")) {
+                } else if (!closing && kind == TAG_HEAD) {
                     /* Without </head> the tag is ignored: losing the body would be worse. */
                     const uint8_t *e = skip_to_close(s + i, s + n, "head");
                     if (e) i = (size_t)(e - s);
-                } else if (is_block_tag(name)) {
+                } else if (kind == TAG_BLOCK) {
                     w.newlines = w.newlines ? w.newlines : 1;
                     w.space = 0;
-                } else if (!strcmp(name, "td") || !strcmp(name, "th")) {
+                } else if (kind == TAG_CELL) {
                     w.space = 1;
                 }
                 continue;
@@ -330,15 +424,10 @@ int atlas_html_to_text(const uint8_t *s, size_t n, atlas_buf *text, atlas_buf *u
                 if (w_byte(&w, c) < 0) return -1;
                 i++;
             }
-        } else if (atlas_is_space(c)) {
-            w.space = 1;
-            i++;
         } else {
-            /* A run of plain bytes in one copy. */
-            size_t j = i + 1;
-            while (j < n && s[j] != '<' && s[j] != '&' && !atlas_is_space(s[j])) j++;
-            if ((w.space | w.newlines) && w_flush(&w) < 0) return -1;
-            if (atlas_buf_put(text, s + i, j - i) < 0) return -1;
+            /* Text, blanks collapsed, up to the next tag or entity. */
+            size_t j = next_special(s, i + 1, n, cls);
+            if (w_text(&w, s + i, j - i, cls) < 0) return -1;
             i = j;
         }
     }

@@ -35,6 +35,16 @@ ATLAS_INLINE uint8_t atlas_lower(uint8_t c) {
     return (uint8_t)((c >= 'A' && c <= 'Z') ? c + 32 : c);
 }
 
+/* 'A'..'Z' -> 'a'..'z' in each byte of w; every other byte unchanged:
+ * ASCII case folding of 8 bytes at once (SWAR). */
+ATLAS_INLINE uint64_t atlas_fold8(uint64_t w) {
+    uint64_t low7 = w & 0x7F7F7F7F7F7F7F7Full;
+    uint64_t ge_a = low7 + 0x3F3F3F3F3F3F3F3Full; /* top bit: byte >= 'A' */
+    uint64_t gt_z = low7 + 0x2525252525252525ull; /* top bit: byte > 'Z' */
+    uint64_t up = ge_a & ~gt_z & ~w & 0x8080808080808080ull;
+    return w | (up >> 2);
+}
+
 /* First occurrence of a 2-4 byte literal in s[0:n] (memmem's answer).  With
  * SSE2, 16 positions are tested at once by comparing m shifted loads with
  * the literal's bytes; glibc's memmem has no vector path for short needles

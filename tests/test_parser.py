@@ -352,6 +352,64 @@ def test_html_to_text():
     assert m.urls == ["www.example.org/x", "HTTPS://img.example.net/i.png"]
 
 
+# Tags, blanks, entities and link attributes as the converter has always
+# read them (values recorded before its byte-class and tag-kind rewrite, and
+# unchanged by it): every block tag, cells, hidden script/style/head, names
+# past 15 bytes, each kind of blank, entity edge cases, href/src values.
+_HTML_CASES = [
+    "<div>a</div><dd>b<dt>c<dl>d<form>e<footer>f<article>g<address>h",
+    "x<h1>a<h6>b<h7>c<hr>d<header>e<HEAD>f</head>g<Head2>h",
+    "<center>a<li>b<ol>c<ul>d<p>e<pre>f<section>g<tr>h<table>i<title>j<tbody>k<thead>l",
+    "a<td>b<th>c<TD>d</td>e<tdx>f<thx>g<t>h",
+    "a<blockquote>b<br/>c<BR>d<b>e<bx>f<brr>g",
+    "a<tablexxxxxxxxxxxxxxxxx>b<sectionsectionsec>c<script>hidden</script>d",
+    "a</script>b</style>c</head>d<STYLE>p{}</style>e<scriptx>f</scriptx>g<!--c-->h<!DOCTYPE x>i<?xml?>j",
+    "  lead \t\r\n tabs\fform\vfeed <p> \n after  block </p>  end  ",
+    "&amp;&AMP;&Amp;&lt;&LT;&gt;&quot;&QUOT;&apos;&APOS;&nbsp;x&hellip;&HELLIP;&eacute;&iquest;&iquestx;&abcdefghij;&;&#;&#x;&#65&#x41;&#0;",
+    "<a href=\"http://ex.com/a?b=1&amp;c=2&#38;d&unknown;e\">l</a><a href='  https://sp.ex/\nwrap\r ' >m</a>"
+    "<a HREF=www.ex.com/x>n</a><img SRC=\"ftp://no.ex\"><a href=mailto:a@b>o</a><a href=\"http://\">p</a><area href=x>",
+    "<x y='>'>a<x y=\">\" z=w>b<a href = \"http://eq.ex/\"  >c< d<3 &e",
+    "\u00e9t\u00e9 <b>\u00fcber</b>\u00a0nbsp",
+]
+_HTML_EXPECTED = [
+    ("a\nb\nc\nd\ne\nf\ng\nh", []),
+    ("x\na\nbc\nd\negh", []),
+    ("a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\nl", []),
+    ("a b c d efgh", []),
+    ("a\nb\nc\ndefg", []),
+    ("abcd", []),
+    ("abcdefghij", []),
+    ("lead tabs form feed\nafter block\nend", []),
+    ("&&&<<>\"\"'' x\u2026&HELLIP;\u00e9\u00bf&iquestx;&abcdefghij;&;&#;&#x;AA\ufffd", []),
+    ("lmnop", ["http://ex.com/a?b=1&c=2&d&unknown;e", "https://sp.ex/wrap", "www.ex.com/x"]),
+    ("abc< d<3 &e", ["http://eq.ex/"]),
+    ("\u00e9t\u00e9 \u00fcber\u00a0nbsp", [])
+]
+
+
+@pytest.mark.parametrize("k", range(len(_HTML_CASES)))
+def test_html_to_text_cases(k):
+    m = parse_message(msg("Content-Type: text/html; charset=utf-8", _HTML_CASES[k] + "\n"))
+    assert (m.text, m.urls) == _HTML_EXPECTED[k]
+
+
+def test_header_names_lower_cased_and_interned():
+    # Names of every length up to past the intern table's limit (47), in
+    # mixed case with digits and punctuation: lower-cased 8 bytes at a time
+    # and then byte by byte, and each distinct name one shared str.
+    alphabet = "AZaz@[`{-9"  # the letters' ends and their neighbours
+    names = ["".join(alphabet[(k + j) % len(alphabet)] for j in range(k + 1)) for k in range(60)]
+    head = "".join(f"{n}: v\n" for n in names) + "Subject: s\n"
+    a = parse_message(msg(head))
+    b = parse_message(msg(head))
+    want = [n.lower() for n in names] + ["subject"]
+    assert a.header_names == want
+    for x, y, n in zip(a.header_names, b.header_names, want):
+        assert x == n
+        if len(n) <= 47:
+            assert x is y
+
+
 def test_html_charset_is_decoded_first():
     m = parse_message(msg("Content-Type: text/html; charset=iso-8859-1",
                           b"<p>caf\xe9</p>"))
