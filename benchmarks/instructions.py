@@ -1,12 +1,15 @@
 """Instructions per message of classification or parsing, under callgrind.
 
     python benchmarks/instructions.py [--stage classify|parse] [-n 2100]
-                                      [--functions 15]
+                                      [--every K] [--functions 15]
 
 This host's wall-clock speed drifts by ±30 % from one process to the next,
 which hides changes of a few per cent; an instruction count does not drift.
 The stage runs over the first ``n`` messages of the 50,000-message
-benchmark mbox (chunks of 700, cache off) once as a warm-up and then 1 and
+benchmark mbox (with ``--every K``, every K-th message of its first ``K * n``:
+the mbox holds the corpus files one after another, so its opening 2,100
+messages are all SpamAssassin ham, while ``--every 10`` mixes ham, spam and
+HTML as the whole mbox does) (chunks of 700, cache off) once as a warm-up and then 1 and
 3 more times, each under ``valgrind --tool=callgrind``; the difference of
 the two totals over ``2 * n`` messages is the cost per message, free of
 start-up and import costs.  ``--functions`` prints the functions with the
@@ -36,8 +39,9 @@ from atlas_fast.splitter import split_mbox
 from atlas_fast._parser import parse_message
 n, passes, stage = {n}, int(sys.argv[1]), {stage!r}
 raws = []
-for _offset, raw in split_mbox({mbox!r}):
-    raws.append(raw)
+for i, (_offset, raw) in enumerate(split_mbox({mbox!r})):
+    if i % {every} == 0:
+        raws.append(raw)
     if len(raws) == n:
         break
 if stage == "classify":
@@ -86,6 +90,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", choices=("classify", "parse"), default="classify")
     ap.add_argument("-n", type=int, default=2100, help="messages (default 2100)")
+    ap.add_argument("--every", type=int, default=1, metavar="K",
+                    help="take every K-th message (default 1: the first n)")
     ap.add_argument("--functions", type=int, default=0, metavar="K",
                     help="also print the K functions with most instructions of their own")
     args = ap.parse_args(argv)
@@ -94,20 +100,25 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(HERE))
     from conftest import bench_mbox, mbox_slice
 
-    mbox = mbox_slice(bench_mbox(50_000), 5000)
-    if args.n > 5000:
-        raise SystemExit("-n is at most 5000 (the benchmark slice)")
+    if args.every < 1 or args.n < 1:
+        raise SystemExit("-n and --every must be at least 1")
+    if args.n * args.every > 50_000:
+        raise SystemExit("n * every is at most 50,000 (the benchmark mbox)")
+    mbox = mbox_slice(bench_mbox(50_000), 5000) if args.n * args.every <= 5000 \
+        else bench_mbox(50_000)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "run.py"
         script.write_text(_CHILD.format(repo=str(REPO), n=args.n, stage=args.stage,
-                                        mbox=str(mbox)))
+                                        mbox=str(mbox), every=args.every))
         one, three = Path(tmp) / "cg.1", Path(tmp) / "cg.3"
         _callgrind(str(script), 1, one)
         _callgrind(str(script), 3, three)
         (t1, f1), (t3, f3) = _totals(one), _totals(three)
     per = (t3 - t1) / (2 * args.n)
+    which = f"every {args.every}th of the first {args.n * args.every:,}" if args.every > 1 \
+        else "the first"
     print(f"{args.stage}: {per:,.0f} instructions per message "
-          f"({args.n} messages, callgrind, 3 passes minus 1)")
+          f"({args.n} messages, {which}, callgrind, 3 passes minus 1)")
     if args.functions:
         diff = {k: (f3[k] - f1[k]) / (2 * args.n) for k in set(f1) | set(f3)}
         for name, v in sorted(diff.items(), key=lambda kv: -kv[1])[: args.functions]:
