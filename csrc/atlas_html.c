@@ -106,15 +106,43 @@ ATLAS_INLINE uint8_t *w_pending(writer *w, uint8_t *d, const uint8_t *start) {
 }
 
 /* s[0:n], which holds no '<' or '&', as text: each run of blanks becomes
- * one pending blank, written before the next byte (w_byte's rule). */
+ * one pending blank, written before the next byte (w_byte's rule).  With
+ * SSE2 a word is copied in one 16-byte store up to the blank that ends it
+ * (found by a compare and a count of trailing zeros); the room reserved
+ * takes the store's overrun. */
 static int w_text(writer *w, const uint8_t *s, size_t n, const uint8_t *cls) {
     atlas_buf *b = w->out;
     uint8_t *d, *start;
-    size_t i;
-    if (UNLIKELY(b->n + n + 2 > b->cap) && atlas_buf_reserve(b, n + 2) < 0) return -1;
+    size_t i = 0;
+    if (UNLIKELY(b->n + n + 2 + 16 > b->cap) && atlas_buf_reserve(b, n + 2 + 16) < 0) return -1;
     start = b->p;
     d = b->p + b->n;
-    for (i = 0; i < n; i++) {
+#ifdef __SSE2__
+    {
+        const __m128i sp = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t'), four = _mm_set1_epi8(4);
+        while (i + 16 <= n) {
+            __m128i v, off;
+            unsigned blank;
+            size_t k;
+            if (cls[s[i]] & H_SPACE) {
+                w->space = 1;
+                i++;
+                continue;
+            }
+            if (UNLIKELY(w->space | w->newlines)) d = w_pending(w, d, start);
+            v = _mm_loadu_si128((const __m128i *)(s + i));
+            /* Blanks: ' ' and '\t'..'\r' ((c - 9) <= 4, unsigned). */
+            off = _mm_sub_epi8(v, tab);
+            blank = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+                _mm_cmpeq_epi8(v, sp), _mm_cmpeq_epi8(_mm_min_epu8(off, four), off)));
+            k = blank ? (size_t)__builtin_ctz(blank) : 16;
+            _mm_storeu_si128((__m128i *)d, v);
+            d += k;
+            i += k;
+        }
+    }
+#endif
+    for (; i < n; i++) {
         uint8_t c = s[i];
         if (cls[c] & H_SPACE) {
             w->space = 1;

@@ -393,6 +393,27 @@ def test_html_to_text_cases(k):
     assert (m.text, m.urls) == _HTML_EXPECTED[k]
 
 
+def test_html_text_runs_collapse_blanks_at_any_length():
+    # HTML text without tags or entities is its words joined by one blank:
+    # words of 1-40 bytes (the converter copies up to 16 at a time) between
+    # runs of each kind of blank, at every alignment.
+    import random
+    import re
+
+    rng = random.Random(5)
+    letters = "abcXYZ019.,;:!?-_'\"()[]/é€"
+    blanks = " \t\n\r\f\v"
+    for _ in range(300):
+        parts = [rng.choice(blanks) * rng.randint(0, 2)]
+        for _ in range(rng.randint(0, 30)):
+            parts.append("".join(rng.choice(letters) for _ in range(rng.randint(1, 40))))
+            parts.append("".join(rng.choice(blanks) for _ in range(rng.randint(1, 4))))
+        body = "".join(parts)
+        m = parse_message(msg("Content-Type: text/html; charset=utf-8", body.encode()))
+        want = " ".join(w for w in re.split(r"[ \t\n\r\f\v]+", body) if w)
+        assert m.text == want, body
+
+
 def test_header_names_lower_cased_and_interned():
     # Names of every length up to past the intern table's limit (47), in
     # mixed case with digits and punctuation: lower-cased 8 bytes at a time
