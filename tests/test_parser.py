@@ -414,6 +414,22 @@ def test_html_text_runs_collapse_blanks_at_any_length():
         assert m.text == want, body
 
 
+def test_html_link_values_decoded_at_any_length():
+    # href values of 8-110 bytes (copied up to 16 at a time) with entities
+    # and wrapped lines anywhere: '&amp;' decoded, line breaks dropped.
+    import random
+
+    rng = random.Random(11)
+    atoms = ["a", "Z", "9", "/", "?", "=", ".", "-", "_", "%41", "&amp;", "&#38;", "\n", "\r",
+             "path/segment", "&unknown;"]
+    for _ in range(300):
+        value = "http://x" + "".join(rng.choice(atoms) for _ in range(rng.randint(0, 40)))
+        m = parse_message(msg("Content-Type: text/html; charset=utf-8",
+                              f'<a href="{value}">x</a>'.encode()))
+        want = value.replace("\n", "").replace("\r", "").replace("&amp;", "&").replace("&#38;", "&")
+        assert m.urls[:1] == [want], value
+
+
 def test_header_names_lower_cased_and_interned():
     # Names of every length up to past the intern table's limit (47), in
     # mixed case with digits and punctuation: lower-cased 8 bytes at a time
