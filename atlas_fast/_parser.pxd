@@ -53,6 +53,7 @@ cdef extern from "common.h" nogil:
         size_t cap
     int atlas_buf_reserve(atlas_buf *b, size_t extra)
     void atlas_buf_free(atlas_buf *b)
+    uint8_t atlas_lower(uint8_t c)
     uint64_t atlas_fold8(uint64_t w)
 
 cdef extern from "atlas_mime.h" nogil:

@@ -425,14 +425,12 @@ cdef inline void _lower_copy(char *dst, const char *src, Py_ssize_t n) noexcept 
     # src + n is read (a header name can end its buffer).
     cdef Py_ssize_t i = 0
     cdef uint64_t w
-    cdef unsigned char c
     while i + 8 <= n:
         w = atlas_fold8(_word(src + i))
         memcpy(dst + i, &w, 8)
         i += 8
     while i < n:
-        c = <unsigned char>src[i]
-        dst[i] = <char>(c + 32 if 65 <= c <= 90 else c)
+        dst[i] = <char>atlas_lower(<uint8_t>src[i])
         i += 1
 
 

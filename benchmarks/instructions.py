@@ -6,16 +6,17 @@
 This host's wall-clock speed drifts by ±30 % from one process to the next,
 which hides changes of a few per cent; an instruction count does not drift.
 The stage runs over the first ``n`` messages of the 50,000-message
-benchmark mbox (with ``--every K``, every K-th message of its first ``K * n``:
-the mbox holds the corpus files one after another, so its opening 2,100
-messages are all SpamAssassin ham, while ``--every 10`` mixes ham, spam and
-HTML as the whole mbox does) (chunks of 700, cache off) once as a warm-up and then 1 and
-3 more times, each under ``valgrind --tool=callgrind``; the difference of
-the two totals over ``2 * n`` messages is the cost per message, free of
-start-up and import costs.  ``--functions`` prints the functions with the
-most instructions of their own (same difference).  Instruction counts miss
-cache misses (the model's weight reads): confirm a saving found here with a
-timed A/B run.  Needs valgrind (``apt-get install valgrind``).
+benchmark mbox, in chunks of 700 with the cache off, once as a warm-up and
+then 1 and 3 more times, each under ``valgrind --tool=callgrind``; the
+difference of the two totals over ``2 * n`` messages is the cost per
+message, free of start-up and import costs.  With ``--every K`` it takes
+every K-th message of the first ``K * n`` instead: the mbox holds the corpus
+files one after another, so its opening 2,100 messages are all SpamAssassin
+ham, while ``--every 10`` mixes ham, spam and HTML as the whole mbox does.
+``--functions`` prints the functions with the most instructions of their
+own (same difference).  Instruction counts miss cache misses (the model's
+weight reads): confirm a saving found here with a timed A/B run.  Needs
+valgrind (``apt-get install valgrind``).
 """
 from __future__ import annotations
 
@@ -115,7 +116,7 @@ def main(argv=None) -> None:
         _callgrind(str(script), 3, three)
         (t1, f1), (t3, f3) = _totals(one), _totals(three)
     per = (t3 - t1) / (2 * args.n)
-    which = f"every {args.every}th of the first {args.n * args.every:,}" if args.every > 1 \
+    which = f"every {args.every}-th of the first {args.n * args.every:,}" if args.every > 1 \
         else "the first"
     print(f"{args.stage}: {per:,.0f} instructions per message "
           f"({args.n} messages, {which}, callgrind, 3 passes minus 1)")

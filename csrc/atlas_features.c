@@ -186,27 +186,22 @@ static const char LONG_TOKEN[] = "#long";
  * range tests per byte. */
 enum { C_TOK = 1, C_UPPER = 2, C_LETTER = 4, C_DIGIT = 8, C_JOIN = 16, C_SOLO = 32 };
 
-static uint8_t CLS[256];
-static uint8_t IS_WS[256];
-static uint8_t SQUEEZED[256]; /* whitespace -> ' ', else the byte */
-static int tables_ready = 0;
-
-static void init_tables(void) {
-    int c;
-    for (c = 0; c < 256; c++) {
-        uint8_t k = 0;
-        if (c >= 'A' && c <= 'Z') k = C_TOK | C_UPPER | C_LETTER;
-        else if (c >= 'a' && c <= 'z') k = C_TOK | C_LETTER;
-        else if (c >= '0' && c <= '9') k = C_TOK | C_DIGIT;
-        else if (c >= 128) k = C_TOK;
-        else if (c == '\'' || c == '.' || c == '-' || c == '_') k = C_JOIN;
-        else if (c == '$' || c == '!') k = C_SOLO;
-        CLS[c] = k;
-        IS_WS[c] = (c == ' ' || (c >= '\t' && c <= '\r'));
-        SQUEEZED[c] = IS_WS[c] ? ' ' : (uint8_t)c;
-    }
-    tables_ready = 1;
-}
+#define TOKCLASS_(c)                                                                   \
+    (uint8_t)((c) >= 'A' && (c) <= 'Z'   ? C_TOK | C_UPPER | C_LETTER                      \
+              : (c) >= 'a' && (c) <= 'z' ? C_TOK | C_LETTER                                \
+              : (c) >= '0' && (c) <= '9' ? C_TOK | C_DIGIT                                 \
+              : (c) >= 128               ? C_TOK                                           \
+              : (c) == '\'' || (c) == '.' || (c) == '-' || (c) == '_' ? C_JOIN            \
+              : (c) == '$' || (c) == '!' ? C_SOLO                                          \
+                                         : 0)
+#define IS_WS_(c) (uint8_t)((c) == ' ' || ((c) >= '\t' && (c) <= '\r'))
+#define SQUEEZED_(c) (uint8_t)(IS_WS_(c) ? ' ' : (c))
+static const uint8_t CLS[256] = ATLAS_TABLE256(TOKCLASS_);
+static const uint8_t IS_WS[256] = ATLAS_TABLE256(IS_WS_);
+static const uint8_t SQUEEZED[256] = ATLAS_TABLE256(SQUEEZED_); /* whitespace -> ' ' */
+#undef TOKCLASS_
+#undef IS_WS_
+#undef SQUEEZED_
 
 /* Byte classes of a 64-byte block as bit masks (bit k = byte k): token
  * bytes (ASCII letters and digits, every byte >= 128), joiners, solo bytes,
@@ -554,7 +549,6 @@ ATLAS_INLINE long tokens_impl(atlas_feats *f, const char *prefix, const char *pr
         need += omax;
         if (olimit > n) o->fallback = 1;
     }
-    if (UNLIKELY(!tables_ready)) init_tables();
     if (atlas_feats_reserve(f, need) < 0) return -1;
     out = f->items + f->n;
     if (max_tokens == 0 || n == 0) goto done;
@@ -993,7 +987,6 @@ size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want) {
     const uint8_t *p = (const uint8_t *)s;
     size_t i = 0, out = 0, stop;
     unsigned prev_ws = 1, ws;
-    if (UNLIKELY(!tables_ready)) init_tables();
 #ifdef __SSE2__
     {
         const __m128i space = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t');

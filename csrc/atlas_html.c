@@ -20,24 +20,17 @@
 enum { H_SPACE = 1, H_SPECIAL = 2 /* '<' or '&' */, H_NAME = 4 /* [A-Za-z0-9] */,
        H_ATTR_END = 8 /* space, '=' or '>' */, H_VALUE_END = 16 /* space or '>' */ };
 
-static const uint8_t *html_classes(void) {
-    static uint8_t cls[256];
-    static int ready = 0;
-    if (UNLIKELY(!ready)) {
-        for (int c = 0; c < 256; c++) {
-            uint8_t k = 0;
-            if (atlas_is_space((uint8_t)c)) k |= H_SPACE | H_ATTR_END | H_VALUE_END;
-            if (c == '<' || c == '&') k |= H_SPECIAL;
-            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-                k |= H_NAME;
-            if (c == '=') k |= H_ATTR_END;
-            if (c == '>') k |= H_ATTR_END | H_VALUE_END;
-            cls[c] = k;
-        }
-        ready = 1; /* idempotent: a race writes the same bytes */
-    }
-    return cls;
-}
+#define HCLASS_(c)                                                                          \
+    (uint8_t)(((c) == ' ' || ((c) >= '\t' && (c) <= '\r') ? H_SPACE | H_ATTR_END | H_VALUE_END \
+                                                          : 0) |                             \
+              ((c) == '<' || (c) == '&' ? H_SPECIAL : 0) |                                   \
+              (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') ||                    \
+                       ((c) >= '0' && (c) <= '9')                                            \
+                   ? H_NAME                                                                  \
+                   : 0) |                                                                    \
+              ((c) == '=' ? H_ATTR_END : 0) | ((c) == '>' ? H_ATTR_END | H_VALUE_END : 0))
+static const uint8_t CLS[256] = ATLAS_TABLE256(HCLASS_);
+#undef HCLASS_
 
 /* ========================================================================
  * Output with whitespace collapsing
@@ -49,17 +42,25 @@ typedef struct {
     int newlines; /* line breaks pending (at most 2 are written) */
 } writer;
 
-static int w_flush(writer *w) {
-    if (w->out->n) {
+/* The pending break (at most two) or blank, written at d in reserved room
+ * unless nothing has been written yet (start: the buffer's start). */
+ATLAS_INLINE uint8_t *w_pending(writer *w, uint8_t *d, const uint8_t *start) {
+    if (d != start) {
         if (w->newlines) {
-            int k = w->newlines > 2 ? 2 : w->newlines;
-            while (k--)
-                if (atlas_buf_putc(w->out, '\n') < 0) return -1;
+            *d++ = '\n';
+            if (w->newlines > 1) *d++ = '\n';
         } else if (w->space) {
-            if (atlas_buf_putc(w->out, ' ') < 0) return -1;
+            *d++ = ' ';
         }
     }
     w->space = w->newlines = 0;
+    return d;
+}
+
+static int w_flush(writer *w) {
+    atlas_buf *b = w->out;
+    if (UNLIKELY(b->n + 2 > b->cap) && atlas_buf_reserve(b, 2) < 0) return -1;
+    b->n = (size_t)(w_pending(w, b->p + b->n, b->p) - b->p);
     return 0;
 }
 
@@ -91,26 +92,12 @@ static int w_codepoint(writer *w, uint32_t cp) {
     return atlas_buf_put(w->out, b, n);
 }
 
-/* The pending break or blank (as w_flush writes it) into reserved room. */
-ATLAS_INLINE uint8_t *w_pending(writer *w, uint8_t *d, const uint8_t *start) {
-    if (d != start) {
-        if (w->newlines) {
-            *d++ = '\n';
-            if (w->newlines > 1) *d++ = '\n';
-        } else if (w->space) {
-            *d++ = ' ';
-        }
-    }
-    w->space = w->newlines = 0;
-    return d;
-}
-
 /* s[0:n], which holds no '<' or '&', as text: each run of blanks becomes
  * one pending blank, written before the next byte (w_byte's rule).  With
  * SSE2 a word is copied in one 16-byte store up to the blank that ends it
  * (found by a compare and a count of trailing zeros); the room reserved
  * takes the store's overrun. */
-static int w_text(writer *w, const uint8_t *s, size_t n, const uint8_t *cls) {
+static int w_text(writer *w, const uint8_t *s, size_t n) {
     atlas_buf *b = w->out;
     uint8_t *d, *start;
     size_t i = 0;
@@ -124,7 +111,7 @@ static int w_text(writer *w, const uint8_t *s, size_t n, const uint8_t *cls) {
             __m128i v, off;
             unsigned blank;
             size_t k;
-            if (cls[s[i]] & H_SPACE) {
+            if (CLS[s[i]] & H_SPACE) {
                 w->space = 1;
                 i++;
                 continue;
@@ -144,7 +131,7 @@ static int w_text(writer *w, const uint8_t *s, size_t n, const uint8_t *cls) {
 #endif
     for (; i < n; i++) {
         uint8_t c = s[i];
-        if (cls[c] & H_SPACE) {
+        if (CLS[c] & H_SPACE) {
             w->space = 1;
             continue;
         }
@@ -156,7 +143,7 @@ static int w_text(writer *w, const uint8_t *s, size_t n, const uint8_t *cls) {
 }
 
 /* Index of the first '<' or '&' in s[i:n], else n. */
-ATLAS_INLINE size_t next_special(const uint8_t *s, size_t i, size_t n, const uint8_t *cls) {
+ATLAS_INLINE size_t next_special(const uint8_t *s, size_t i, size_t n) {
 #ifdef __SSE2__
     const __m128i lt = _mm_set1_epi8('<'), amp = _mm_set1_epi8('&');
     for (; i + 16 <= n; i += 16) {
@@ -166,7 +153,7 @@ ATLAS_INLINE size_t next_special(const uint8_t *s, size_t i, size_t n, const uin
         if (m) return i + (size_t)__builtin_ctz(m);
     }
 #endif
-    while (i < n && !(cls[s[i]] & H_SPECIAL)) i++;
+    while (i < n && !(CLS[s[i]] & H_SPECIAL)) i++;
     return i;
 }
 
@@ -361,8 +348,7 @@ static int attr_url(const uint8_t *v, size_t n, atlas_buf *urls, long *n_urls) {
 /* Parse the tag at s[i] == '<'.  Returns the index after it and fills name
  * (lower-cased, "" for comments and declarations) and closing. */
 static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], size_t *name_len,
-                        int *closing, atlas_buf *urls, long *n_urls, int *err,
-                        const uint8_t *cls) {
+                        int *closing, atlas_buf *urls, long *n_urls, int *err) {
     name[0] = 0;
     *name_len = 0;
     *closing = 0;
@@ -377,7 +363,7 @@ static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], siz
     }
     if (i < n && s[i] == '/') *closing = 1, i++;
     size_t k = 0;
-    while (i < n && (cls[s[i]] & H_NAME)) {
+    while (i < n && (CLS[s[i]] & H_NAME)) {
         if (k < 15) name[k++] = (char)atlas_lower(s[i]);
         i++;
     }
@@ -385,17 +371,17 @@ static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], siz
     *name_len = k;
     /* Attributes, quote-aware so that '>' inside a value does not end the tag. */
     while (i < n && s[i] != '>') {
-        if ((cls[s[i]] & H_SPACE) || s[i] == '/') {
+        if ((CLS[s[i]] & H_SPACE) || s[i] == '/') {
             i++;
             continue;
         }
         size_t a = i;
-        while (i < n && !(cls[s[i]] & H_ATTR_END)) i++;
+        while (i < n && !(CLS[s[i]] & H_ATTR_END)) i++;
         size_t an = i - a;
-        while (i < n && (cls[s[i]] & H_SPACE)) i++;
+        while (i < n && (CLS[s[i]] & H_SPACE)) i++;
         if (i >= n || s[i] != '=') continue;
         i++;
-        while (i < n && (cls[s[i]] & H_SPACE)) i++;
+        while (i < n && (CLS[s[i]] & H_SPACE)) i++;
         size_t va, vn;
         if (i < n && (s[i] == '"' || s[i] == '\'')) {
             uint8_t q = s[i++];
@@ -405,7 +391,7 @@ static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], siz
             i = e ? (size_t)(e - s) + 1 : n;
         } else {
             va = i;
-            while (i < n && !(cls[s[i]] & H_VALUE_END)) i++;
+            while (i < n && !(CLS[s[i]] & H_VALUE_END)) i++;
             vn = i - va;
         }
         if (!*closing && ((an == 4 && (s[a] | 0x20) == 'h' && (s[a + 1] | 0x20) == 'r' &&
@@ -426,7 +412,6 @@ static size_t parse_tag(const uint8_t *s, size_t i, size_t n, char name[16], siz
  * ======================================================================== */
 
 int atlas_html_to_text(const uint8_t *s, size_t n, atlas_buf *text, atlas_buf *urls, long *n_urls) {
-    const uint8_t *cls = html_classes();
     writer w = {text, 0, 0};
     size_t i = 0;
     int err = 0;
@@ -438,7 +423,7 @@ int atlas_html_to_text(const uint8_t *s, size_t n, atlas_buf *text, atlas_buf *u
                 char name[16];
                 size_t len;
                 int closing, kind;
-                i = parse_tag(s, i, n, name, &len, &closing, urls, n_urls, &err, cls);
+                i = parse_tag(s, i, n, name, &len, &closing, urls, n_urls, &err);
                 if (err) return -1;
                 kind = len ? tag_kind(name, len) : TAG_OTHER;
                 if (!closing && (kind == TAG_SCRIPT || kind == TAG_STYLE)) {
@@ -471,8 +456,8 @@ int atlas_html_to_text(const uint8_t *s, size_t n, atlas_buf *text, atlas_buf *u
             }
         } else {
             /* Text, blanks collapsed, up to the next tag or entity. */
-            size_t j = next_special(s, i + 1, n, cls);
-            if (w_text(&w, s + i, j - i, cls) < 0) return -1;
+            size_t j = next_special(s, i + 1, n);
+            if (w_text(&w, s + i, j - i) < 0) return -1;
             i = j;
         }
     }

@@ -102,16 +102,9 @@ ATLAS_INLINE int span_ieq(const uint8_t *s, size_t n, const char *lit) {
 
 /* Bytes of a header name (feedparser's [\041-\071\073-\176]): one load
  * per byte in the header loop instead of three comparisons. */
-#define NB8(c) (uint8_t)((c) >= 33 && (c) <= 126 && (c) != ':')
-#define NB16(c) NB8(c), NB8(c + 1), NB8(c + 2), NB8(c + 3), NB8(c + 4), NB8(c + 5), \
-    NB8(c + 6), NB8(c + 7), NB8(c + 8), NB8(c + 9), NB8(c + 10), NB8(c + 11), NB8(c + 12), \
-    NB8(c + 13), NB8(c + 14), NB8(c + 15)
-static const uint8_t NAME_BYTE[256] = {
-    NB16(0),   NB16(16),  NB16(32),  NB16(48),  NB16(64),  NB16(80),  NB16(96),  NB16(112),
-    NB16(128), NB16(144), NB16(160), NB16(176), NB16(192), NB16(208), NB16(224), NB16(240),
-};
-#undef NB16
-#undef NB8
+#define NAME_BYTE_(c) (uint8_t)((c) >= 33 && (c) <= 126 && (c) != ':')
+static const uint8_t NAME_BYTE[256] = ATLAS_TABLE256(NAME_BYTE_);
+#undef NAME_BYTE_
 
 static int header_field(const uint8_t *name, size_t n) {
     /* Dispatch on the first letter first: almost every header of a message

@@ -77,6 +77,17 @@ ATLAS_INLINE const uint8_t *atlas_find_lit(const uint8_t *s, size_t n, const cha
     return NULL;
 }
 
+/* The initialiser of a 256-entry byte table whose entry c is F(c), F a
+ * macro: a constant table, built by the compiler, for one load per byte in
+ * a scanning loop instead of a chain of comparisons. */
+#define ATLAS_T16_(F, c) F(c), F(c + 1), F(c + 2), F(c + 3), F(c + 4), F(c + 5), F(c + 6), \
+    F(c + 7), F(c + 8), F(c + 9), F(c + 10), F(c + 11), F(c + 12), F(c + 13), F(c + 14), F(c + 15)
+#define ATLAS_TABLE256(F)                                                                    \
+    {ATLAS_T16_(F, 0),   ATLAS_T16_(F, 16),  ATLAS_T16_(F, 32),  ATLAS_T16_(F, 48),           \
+     ATLAS_T16_(F, 64),  ATLAS_T16_(F, 80),  ATLAS_T16_(F, 96),  ATLAS_T16_(F, 112),          \
+     ATLAS_T16_(F, 128), ATLAS_T16_(F, 144), ATLAS_T16_(F, 160), ATLAS_T16_(F, 176),          \
+     ATLAS_T16_(F, 192), ATLAS_T16_(F, 208), ATLAS_T16_(F, 224), ATLAS_T16_(F, 240)}
+
 ATLAS_INLINE int atlas_is_wsp(uint8_t c) { return c == ' ' || c == '\t'; }
 
 ATLAS_INLINE int atlas_is_space(uint8_t c) {
