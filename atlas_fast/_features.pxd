@@ -41,7 +41,7 @@ cdef extern from "atlas_features.h" nogil:
                                size_t max_tokens)
     int atlas_url_host(const char *u, size_t n, size_t *start, size_t *end)
     int atlas_ipv4_public(const unsigned char oct[4])
-    int atlas_received_ipv4(const char *v, size_t n, char *out)
+    int atlas_received_ipv4(const char *v, size_t n, char *out, size_t clause[2])
     int atlas_origin_naming(const char *v, size_t n, int *dynamic, int *no_rdns)
     size_t atlas_squeeze(const char *s, size_t n, char *dst, size_t want)
     int atlas_contains_ci(const char *hay, size_t n, const char *needle, size_t m)

@@ -799,7 +799,7 @@ static size_t clause_end(const uint8_t *p, size_t i, size_t n) {
     return n;
 }
 
-int atlas_received_ipv4(const char *v, size_t n, char *out) {
+int atlas_received_ipv4(const char *v, size_t n, char *out, size_t clause[2]) {
     const uint8_t *p = (const uint8_t *)v;
     size_t i = 0, s, e, k;
     int ipv6 = 0;
@@ -856,7 +856,10 @@ int atlas_received_ipv4(const char *v, size_t n, char *out) {
         }
         k = q - 1;
     }
-    return ipv6 ? 2 : 0;
+    if (!ipv6) return 0;
+    clause[0] = s;
+    clause[1] = e;
+    return 3;
 check_ascii:
     /* Not a "from" clause by ASCII rules; non-ASCII whitespace could still
      * make it one for Python. */

@@ -95,9 +95,13 @@ int atlas_ipv4_public(const unsigned char oct[4]);
 
 /* First public IPv4 in the "from" clause of one Received value.
  * Returns 1 and writes the dotted quad (NUL-terminated, <= 15 chars) to
- * ``out``; 0 when none; 2 when the clause holds an IPv6 literal or non-ASCII
- * bytes before any public IPv4 (the caller then asks the Python code). */
-int atlas_received_ipv4(const char *v, size_t n, char *out);
+ * ``out``; 0 when none; 3 when the clause (all ASCII) holds no public IPv4
+ * but a bracketed literal with a ':' (an IPv6 candidate: the caller tests
+ * the clause's IPv6 literals, which enrich.origin_ip reads after its IPv4
+ * ones), with the clause's bounds in clause[0:2]; 2 when the value holds
+ * non-ASCII bytes that could change what Python reads (the caller then asks
+ * the Python code). */
+int atlas_received_ipv4(const char *v, size_t n, char *out, size_t clause[2]);
 
 /* How the Received header naming the origin hop names it: ``dynamic`` when
  * a host name looks like an access network (dsl, dyn, pool, ... or a dotted

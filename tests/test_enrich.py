@@ -101,6 +101,39 @@ def test_c_ipv4_public_matches_ipaddress(seed):
         assert received_origin([f"from h (h [{ip}]) by mx"]) == want, ip
 
 
+@pytest.mark.parametrize(
+    "chain",
+    [
+        # A public IPv6 origin, written long and in upper case: canonical form.
+        ["from mx (mx [IPv6:2A00:1450:4864:0020:0000:0000:0000:0001]) by relay"],
+        # Loopback IPv6 in the first hop: the next hop up has the origin.
+        ["from a (a [81.2.69.160]) by b; Mon, 1 Jan 2024", "from x (x [::1]) by a"],
+        # A private IPv4 and a public IPv6 in one clause: IPv4 is read first,
+        # then the IPv6 literals.
+        ["from h (h [10.0.0.1] [2001:4860:4860::8888]) by mx"],
+        # A public IPv4 after an IPv6 literal in the same clause wins.
+        ["from h ([2001:4860:4860::8888] 81.2.69.160) by mx"],
+        # Documentation, link-local, multicast and IPv4-mapped literals.
+        ["from h ([2001:db8::1]) by mx", "from i ([fe80::1]) by h"],
+        ["from h ([ff02::1]) by mx", "from i ([::ffff:81.2.69.160]) by h"],
+        # A bracket with a colon that is no address, then nothing.
+        ["from h (h [not:an address]) by mx"],
+        # The IPv6 literal after "by" is not the sender's.
+        ["from h (h [10.1.1.1]) by mx [2001:4860:4860::8888]; Tue"],
+        # Whitespace runs and folding before "by".
+        ["from h\r\n\t([2001:4860:4860::8844])\r\n  by mx"],
+    ],
+)
+def test_c_received_reader_ipv6_matches_python(chain):
+    """IPv6 literals are read by the C scanner (no whole-chain Python
+    fallback) with the Python reader's answers."""
+    from atlas_fast._features import received_origin
+
+    got = received_origin(chain)
+    assert got is not False
+    assert got == origin_ip(chain)
+
+
 def test_compiled_enrich_chunk_matches_python_path():
     from atlas_fast.cache import ClassifierCache
     from atlas_fast.enrich import Enricher
