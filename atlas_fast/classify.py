@@ -177,10 +177,15 @@ class Classifier:
         # Deciding and building verdicts, around the model call: one sample.
         glue_start = time.perf_counter() - glue
         header = self.model.header
+        # The category hints of the model's spam that no rule hit (what
+        # chunk_verdicts asks for), scanned together.
+        threshold = self._threshold_margin
+        need = [i for i, z in zip(model_idx, margins) if z >= threshold and not hits[i]]
+        hinted = dict(zip(need, ruleset.hint_categories_at(rendered, need))) if need else {}
         out = chunk_verdicts(hits, enrich, exits, model_idx, margins, tops,
-                             self._threshold_margin, header.calib_a, header.calib_b,
+                             threshold, header.calib_a, header.calib_b,
                              self._rule_ids, self._confidence, self._categories,
-                             lambda i: ruleset.hint_category_at(rendered, i), Verdict)
+                             hinted.get, Verdict)
         if monitor_enabled():
             PerformanceMetrics.get_instance().record(
                 "classify", "verdicts", (time.perf_counter() - glue_start) * 1e3)

@@ -466,6 +466,22 @@ def _cpu_flags() -> str:
     return ""
 
 
+class _LowestOwner:
+    """Hyperscan match handler keeping the smallest owner hit (the exact
+    databases report each pattern at most once)."""
+
+    __slots__ = ("owners", "best")
+
+    def __init__(self, owners):
+        self.owners = owners
+        self.best = 0
+
+    def __call__(self, expr_id, start, end, flags, context):
+        owner = self.owners[expr_id]
+        if owner < self.best:
+            self.best = owner
+
+
 class _HyperscanField:
     """One field's rules: an exact per-message database (first match of each
     pattern) and a chunk database for a whole chunk's concatenated field.
@@ -498,6 +514,18 @@ class _HyperscanField:
     def scan(self, data: bytes, hits: set) -> None:
         self._hits = hits
         self.db.scan(data, match_event_handler=self._on_match)
+
+    def lowest(self, buf: bytes, offsets, idx, best: list) -> None:
+        """For each message ``idx[k]`` of a rendered field, lower ``best[k]``
+        to the smallest owner its exact scan hits."""
+        handler = _LowestOwner(self.owners)
+        scan = self.db.scan
+        for k, i in enumerate(idx):
+            lo, hi = offsets[i], offsets[i + 1] - 1
+            if hi > lo:
+                handler.best = best[k]
+                scan(buf[lo:hi], handler)
+                best[k] = handler.best
 
     def _on_chunk_match(self, expr_id, start, end, flags, context):
         self._ends.append(end)
@@ -548,6 +576,16 @@ class _Re2Field:
         for i, pat in enumerate(self.patterns):
             if owners[i] not in hits and pat.search(data) is not None:
                 hits.add(owners[i])
+
+    def lowest(self, buf: bytes, offsets, idx, best: list) -> None:
+        """As :meth:`_HyperscanField.lowest`."""
+        for k, i in enumerate(idx):
+            lo, hi = offsets[i], offsets[i + 1] - 1
+            if hi > lo:
+                hits: set = set()
+                self.scan(buf[lo:hi], hits)
+                if hits:
+                    best[k] = min(best[k], min(hits))
 
 
 _RE2_CHECKED: set = set()  # (pattern, case_sensitive) already validated
@@ -619,16 +657,16 @@ class _Engine:
                 db.scan(data, hits)
         return sorted(hits)
 
-    def scan_one(self, rendered: list, i: int) -> list:
-        """:meth:`scan` of message ``i`` of a rendered chunk, slicing only
-        the fields this engine has patterns for."""
-        hits: set = set()
+    def lowest_hits(self, rendered: list, idx) -> list:
+        """For each message ``idx[k]`` of a rendered chunk, the smallest rule
+        index it hits, or ``len(self.rules)`` when none (the first of
+        :meth:`scan`'s hits on its fields), a field at a time."""
+        best = [len(self.rules)] * len(idx)
         for f, db in self.fields:
             buf, off = rendered[f]
-            lo, hi = off[i], off[i + 1] - 1
-            if hi > lo:
-                db.scan(buf[lo:hi], hits)
-        return sorted(hits)
+            if buf:
+                db.lowest(buf, off, idx, best)
+        return best
 
     def scan_rendered(self, rendered: list) -> list:
         """Sorted rule indices per message of a :func:`render_chunk` result."""
@@ -743,5 +781,13 @@ class RuleSet:
 
     def hint_category_at(self, rendered: list, i: int) -> str | None:
         """:meth:`hint_category` of message ``i`` of a rendered chunk."""
-        hits = self._hint.scan_one(rendered, i)
-        return self.hints[hits[0]].category if hits else None
+        return self.hint_categories_at(rendered, [i])[0]
+
+    def hint_categories_at(self, rendered: list, idx) -> list:
+        """:meth:`hint_category` of each message ``idx[k]`` of a rendered
+        chunk (the first hint hit, in file order, decides), scanned a field
+        at a time: about a third less than a call per message."""
+        hints = self.hints
+        n = len(hints)
+        return [hints[j].category if j < n else None
+                for j in self._hint.lowest_hits(rendered, idx)]

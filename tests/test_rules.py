@@ -278,6 +278,10 @@ def test_hint_category_at_matches_fields(engine):
     got = [rs.hint_category_at(rendered, i) for i in range(len(msgs))]
     assert got == [rs.hint_category(fields_of(rendered, i)) for i in range(len(msgs))]
     assert len(set(got)) > 3  # several categories, not all None
+    # Many messages at once (as the classifier asks), in any order.
+    order = list(range(len(msgs) - 1, -1, -2))
+    assert rs.hint_categories_at(rendered, order) == [got[i] for i in order]
+    assert rs.hint_categories_at(rendered, []) == []
 
 
 def test_exits_index_rules_not_hints():
