@@ -482,22 +482,130 @@ class _LowestOwner:
             self.best = owner
 
 
+# Cheaper stand-ins for some patterns in the chunk databases only (exact
+# pattern -> stand-in).  A stand-in must match, inside every match of its
+# pattern, a substring ending in the same message (a factor or suffix of the
+# pattern with no anchors), so that every message the pattern hits is still
+# a candidate; candidates of a stand-in are re-scanned with the exact
+# database, which alone decides the hits.
+_CHUNK_STANDINS: dict = {}
+
+
+_ESCAPE = re.compile(r"\\(.)", re.S)
+
+
+def _pattern_reach(pattern: str):
+    """``(newline, anchored)`` of a pattern: whether it can match a newline
+    byte, and whether it has ``^`` or ``$``; None when it cannot tell
+    (``\\A``, ``\\Z``, inline ``s``/``m``/``x`` flags, syntax Python's
+    parser does not know)."""
+    import re._parser as sre_parse
+    from re import _constants as C
+
+    # Only escapes and classes Python reads as Hyperscan does: not \v (a
+    # class with the newline in Hyperscan, one byte in Python), [[:space:]]...
+    if re.search(r"\[[:=.]\^?[a-z]*[:=.]\]", pattern) or any(
+            esc.isalnum() and esc not in "sSdDwWbBntrfx" for esc in _ESCAPE.findall(pattern)):
+        return None
+    try:
+        tree = sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001
+        return None
+    if tree.state.flags & (C.SRE_FLAG_DOTALL | C.SRE_FLAG_VERBOSE | C.SRE_FLAG_MULTILINE):
+        return None
+    nl = ord("\n")
+    anchored = False
+
+    def in_class(items) -> bool:
+        negate, hit = False, False
+        for op, av in items:
+            if op is C.NEGATE:
+                negate = True
+            elif op is C.LITERAL:
+                hit |= av == nl
+            elif op is C.RANGE:
+                hit |= av[0] <= nl <= av[1]
+            elif op is C.CATEGORY:
+                if av in (C.CATEGORY_SPACE, C.CATEGORY_NOT_DIGIT, C.CATEGORY_NOT_WORD):
+                    hit = True
+                elif av not in (C.CATEGORY_DIGIT, C.CATEGORY_WORD, C.CATEGORY_NOT_SPACE):
+                    raise ValueError(av)
+            else:
+                raise ValueError(op)
+        return hit != negate
+
+    def walk(seq) -> bool:
+        nonlocal anchored
+        newline = False
+        for op, av in seq:
+            if op is C.LITERAL:
+                newline |= av == nl
+            elif op is C.NOT_LITERAL:
+                newline |= av != nl
+            elif op is C.ANY:
+                pass  # no DOTALL: '.' is any byte but a newline
+            elif op is C.IN:
+                newline |= in_class(av)
+            elif op is C.AT:
+                if av in (C.AT_BEGINNING, C.AT_END):
+                    anchored = True
+                elif av not in (C.AT_BOUNDARY, C.AT_NON_BOUNDARY):
+                    raise ValueError(av)
+            elif op is C.BRANCH:
+                for branch in av[1]:
+                    newline |= walk(branch)
+            elif op is C.SUBPATTERN:
+                if av[1] & (C.SRE_FLAG_DOTALL | C.SRE_FLAG_VERBOSE | C.SRE_FLAG_MULTILINE):
+                    raise ValueError(av[1])
+                newline |= walk(av[-1])
+            elif op in (C.MAX_REPEAT, C.MIN_REPEAT):
+                newline |= walk(av[2])
+            else:
+                raise ValueError(op)
+        return newline
+
+    try:
+        newline = walk(tree)
+    except ValueError:
+        return None
+    return newline, anchored
+
+
+def _is_local(pattern: bytes, squeezed: bool) -> bool:
+    """Whether the chunk database's matches of ``pattern`` are exactly its
+    hits.  A match that cannot contain a newline lies inside one message
+    (each is followed by one), where ``\\b``/``\\B`` see the same
+    neighbours as in a scan of the message alone (a newline is no word
+    byte); ``^``/``$`` (MULTILINE in the chunk database) mean the message's
+    ends only in a field without newlines of its own (squeezed fields)."""
+    reach = _pattern_reach(pattern.decode("utf-8", "replace"))
+    if reach is None:
+        return False
+    newline, anchored = reach
+    return not newline and (squeezed or not anchored)
+
+
 class _HyperscanField:
     """One field's rules: an exact per-message database (first match of each
     pattern) and a chunk database for a whole chunk's concatenated field.
 
     The chunk database reports every match end (no SINGLEMATCH) with
-    MULTILINE, so ``^``/``$`` also match at the message separators: every
-    real hit of a message shows up as a match ending inside it, plus,
-    rarely, a match running across a separator.  Messages with a candidate
-    are re-scanned alone with the exact database, so the hits are those of a
-    per-message scan; rules hit few messages, so this costs little.
+    MULTILINE, so ``^``/``$`` also match at the message separators.  A match
+    of a *local* pattern (:func:`_is_local`: most of them) is a hit of the
+    message it ends in, as a scan of that message alone would find it.  For
+    the other patterns, and the cheaper stand-ins of :data:`_CHUNK_STANDINS`,
+    a match only makes its message a candidate, re-scanned alone with the
+    exact database: every real hit shows up as a match ending inside its
+    message, plus, rarely, a stand-in's false alarm or a match running
+    across a separator.
     """
 
-    def __init__(self, owners, db, chunk_db):
+    def __init__(self, owners, db, chunk_db, local=None):
         self.owners = owners
         self.db = db
         self.chunk_db = chunk_db
+        # Per pattern: are its chunk matches exact hits (see chunk_hits)?
+        self.local = local if local is not None else [False] * len(owners)
         self._hits = None
         self._ends = None
 
@@ -506,7 +614,13 @@ class _HyperscanField:
         """The two databases' ``(exprs, flags, owners)`` (see _hs_databases)."""
         hs = _hyperscan()
         chunk_flags = [(f & ~hs.HS_FLAG_SINGLEMATCH) | hs.HS_FLAG_MULTILINE for f in flags]
-        return [(exprs, flags, owners), (exprs, chunk_flags, owners)]
+        chunk_exprs = [_CHUNK_STANDINS.get(e, e) for e in exprs]
+        return [(exprs, flags, owners), (chunk_exprs, chunk_flags, owners)]
+
+    @staticmethod
+    def local_patterns(exprs, squeezed: bool) -> list:
+        """For each pattern, whether its chunk matches are exact hits."""
+        return [e not in _CHUNK_STANDINS and _is_local(e, squeezed) for e in exprs]
 
     def _on_match(self, expr_id, start, end, flags, context):
         self._hits.add(self.owners[expr_id])
@@ -528,7 +642,35 @@ class _HyperscanField:
                 best[k] = handler.best
 
     def _on_chunk_match(self, expr_id, start, end, flags, context):
-        self._ends.append(end)
+        self._ends.append((end, expr_id))
+
+    def chunk_hits(self, buf: bytes, offsets, found: dict) -> list:
+        """Scan a chunk's concatenated field: the hits of local patterns go
+        straight into ``found`` (message number -> set of rule indices);
+        returns the sorted message numbers to re-scan alone."""
+        if not buf:
+            return []
+        self._ends = ends = []
+        self.chunk_db.scan(buf, match_event_handler=self._on_chunk_match)
+        if not ends:
+            return []
+        owners = self.owners
+        local = self.local
+        todo = set()
+        for end, expr_id in ends:
+            i = bisect_right(offsets, end) - 1
+            if end == offsets[i]:
+                # Ends on the separator before message i: not inside any
+                # message, as every real hit is (the hit also ends earlier).
+                continue
+            if local[expr_id]:
+                hits = found.get(i)
+                if hits is None:
+                    hits = found[i] = set()
+                hits.add(owners[expr_id])
+            else:
+                todo.add(i)
+        return sorted(todo)
 
     def candidates(self, buf: bytes, offsets) -> list:
         """Sorted message numbers with a match ending inside their field."""
@@ -538,7 +680,7 @@ class _HyperscanField:
         self.chunk_db.scan(buf, match_event_handler=self._on_chunk_match)
         if not ends:
             return []
-        return sorted({bisect_right(offsets, end) - 1 for end in ends})
+        return sorted({bisect_right(offsets, end) - 1 for end, _ in ends})
 
 
 def _raise_hyperscan_error(exprs, flags, owners, rules):
@@ -643,7 +785,10 @@ class _Engine:
                     jobs += _HyperscanField.jobs(exprs, flags, owners)
             dbs = _hs_databases(jobs, rules)  # all fields' databases at once
             for k, (i, owners) in enumerate(used):
-                self.fields.append((i, _HyperscanField(owners, dbs[2 * k], dbs[2 * k + 1])))
+                local = _HyperscanField.local_patterns(
+                    per_field[FIELDS[i]][0], FIELDS[i] in SQUEEZED_FIELDS)
+                self.fields.append(
+                    (i, _HyperscanField(owners, dbs[2 * k], dbs[2 * k + 1], local)))
         else:
             for i, field in enumerate(FIELDS):
                 if per_field[field][0]:
@@ -678,7 +823,7 @@ class _Engine:
             if not buf:
                 continue
             if isinstance(db, _HyperscanField):
-                todo = db.candidates(buf, off)
+                todo = db.chunk_hits(buf, off, found)
             else:
                 todo = range(m)
             for i in todo:

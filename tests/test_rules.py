@@ -303,3 +303,32 @@ def test_exits_index_rules_not_hints():
     verdicts = Classifier(cache=False).classify_chunk(msgs)
     assert verdicts[0].decided_by == "rule" and verdicts[0].rule_id == "MKT_REMOVAL_OFFER"
     assert verdicts[1].decided_by == "model"
+
+
+@pytest.mark.parametrize(
+    "pattern, reach",
+    [
+        (r"next of kin", (False, False)),
+        (r"a.{0,30}b", (False, False)),  # no DOTALL: '.' is no newline
+        (r"[^\n]{0,80}x", (False, False)),
+        (r"\bx\B\d\w\S[^\s]", (False, False)),
+        (r"^ ?adv", (False, True)),
+        (r"x$", (False, True)),
+        (r"one[-\s]time", (True, False)),
+        (r"a\sb", (True, False)),
+        (r"\nhttp", (True, False)),
+        (r"[^>@]*@", (True, False)),
+        (r"\D|\W", (True, False)),
+        (r"(?s)a.b", None),
+        (r"(?s:a.b)", None),
+        (r"(?m)^a", None),
+        (r"a\vb", None),  # \v is a class with the newline in Hyperscan
+        (r"[[:space:]]", None),
+        (r"\Aa", None),
+        (r"\012", None),
+    ],
+)
+def test_pattern_reach(pattern, reach):
+    from atlas_fast.rules import _pattern_reach
+
+    assert _pattern_reach(pattern) == reach
