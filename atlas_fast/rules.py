@@ -482,13 +482,35 @@ class _LowestOwner:
             self.best = owner
 
 
-# Cheaper stand-ins for some patterns in the chunk databases only (exact
-# pattern -> stand-in).  A stand-in must match, inside every match of its
-# pattern, a substring ending in the same message (a factor or suffix of the
-# pattern with no anchors), so that every message the pattern hits is still
-# a candidate; candidates of a stand-in are re-scanned with the exact
-# database, which alone decides the hits.
-_CHUNK_STANDINS: dict = {}
+# Cheaper stand-ins for some built-in patterns in the chunk databases only
+# (exact pattern -> stand-in).  A stand-in must match, inside every match of
+# its pattern, a substring ending in the same message (a factor or suffix of
+# the pattern with no anchors), so that every message the pattern hits is
+# still a candidate; candidates of a stand-in are re-scanned with the exact
+# database, which alone decides the hits.  Keyed by the exact text, so an
+# edited pattern simply loses its stand-in.  Together they take the
+# 50,000-message benchmark's body chunk scan from 2.08 to 1.92 us/msg and
+# its urls chunk scan from 0.47 to 0.15 (medians of alternated runs).
+_CHUNK_STANDINS = {
+    # body: its 12,500 spellings share no literal longer than one byte,
+    # which slows the literal matcher on every byte; "g-r-a" is rare.
+    rb"v[._*|-][i1!|][._*|-]a[._*|-]g[._*|-]r[._*|-]a": rb"g[._*|-]r[._*|-]a",
+    # urls: "//" then a run of host labels starts at every URL; the rest
+    # is a suffix of every match.
+    rb"//(?:[a-z0-9-]+\.)*(?:secure|login|signin|verify|account|update|support)[.-]"
+    rb"(?:paypal|ebay|amazon|apple|citibank|chase|wellsfargo|bankofamerica|netflix)"
+    rb"[.-][a-z0-9-]*\.(?:[a-z]{2,})":
+        rb"(?:secure|login|signin|verify|account|update|support)[.-]"
+        rb"(?:paypal|ebay|amazon|apple|citibank|chase|wellsfargo|bankofamerica|netflix)"
+        rb"[.-][a-z0-9-]*\.(?:[a-z]{2,})",
+    # urls: every line starts "http", then digits and an 80-byte window;
+    # the keyword ends every match (~1 % of messages become candidates,
+    # re-scanning their ~200 bytes of URLs is cheap).
+    rb"^https?://\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?::\d+)?/[^\n]{0,80}"
+    rb"(?:login|signin|verify|webscr)": rb"(?:login|signin|verify|webscr)",
+    rb"\nhttps?://\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?::\d+)?/[^\n]{0,80}"
+    rb"(?:login|signin|verify|webscr)": rb"(?:login|signin|verify|webscr)",
+}
 
 
 _ESCAPE = re.compile(r"\\(.)", re.S)

@@ -332,3 +332,40 @@ def test_pattern_reach(pattern, reach):
     from atlas_fast.rules import _pattern_reach
 
     assert _pattern_reach(pattern) == reach
+
+
+def test_chunk_standins_are_builtin_patterns():
+    # A stand-in whose pattern was edited is dead weight: keep the table
+    # in step with the rule files.
+    from atlas_fast.rules import SQUEEZED_FIELDS, _CHUNK_STANDINS, squeeze_pattern
+
+    exprs = {(squeeze_pattern(p) if f in SQUEEZED_FIELDS else p).encode()
+             for r in load_rules() for f in r.fields for p in r.patterns}
+    assert set(_CHUNK_STANDINS) <= exprs
+
+
+@pytest.mark.parametrize("engine", ["hyperscan", "re2"])
+def test_chunk_path_finds_standin_and_nonlocal_hits(engine):
+    # Hits of patterns the chunk database replaces by a stand-in, or that
+    # can match a newline, come from re-scans; local hits straight from the
+    # chunk scan.  Every message in every position of a chunk.
+    samples = [
+        _message(attachments=[("invoice.exe", "application/octet-stream")]),
+        _message(urls=["http://10.1.2.3/x/login.php", "http://example.com/"]),
+        _message(urls=["http://example.com/", "http://10.1.2.3:8080/webscr?cmd=1"]),
+        _message(urls=["https://www.secure-paypal-x.com/a"]),
+        _message(urls=["https://a.b.login.paypal.evil.com/a"]),
+        _message(text="Buy V-I-A-G-R-A now", subject="v.1.a.g.r.a"),
+        _message(text="plain text", subject="hello"),
+        _message(text="we are sending a one-time mailing to you"),
+        _message(from_name="PayPal Security Team", from_addr="x@yahoo.com"),
+        _message(subject="ADV: next of kin", text="i got your contact from a friend"),
+    ]
+    rs = RuleSet(load_rules(), engine=engine)
+    assert rs.engine == engine
+    for k in range(len(samples)):
+        order = samples[k:] + samples[:k]
+        expected = [rs.scan_fields(render_fields(m)) for m in order]
+        assert all(expected[i] for i in range(len(order)) if order[i] is not samples[6])
+        for m in (1, 2, len(order)):
+            assert rs.scan_chunk(order[-m:]) == expected[-m:]
