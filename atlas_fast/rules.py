@@ -694,16 +694,6 @@ class _HyperscanField:
                 todo.add(i)
         return sorted(todo)
 
-    def candidates(self, buf: bytes, offsets) -> list:
-        """Sorted message numbers with a match ending inside their field."""
-        if not buf:
-            return []
-        self._ends = ends = []
-        self.chunk_db.scan(buf, match_event_handler=self._on_chunk_match)
-        if not ends:
-            return []
-        return sorted({bisect_right(offsets, end) - 1 for end, _ in ends})
-
 
 def _raise_hyperscan_error(exprs, flags, owners, rules):
     hs = _hyperscan()
