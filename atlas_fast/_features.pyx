@@ -342,7 +342,7 @@ cdef class Featurizer:
     cdef int _push_str(self, const char *prefix, str text, float value=1.0) except -1:
         # A whole string is one feature (header name, attachment type, extras).
         cdef Py_ssize_t n
-        cdef const char *s = PyUnicode_AsUTF8AndSize(text, &n)
+        cdef const char *s = _utf8(text, &n)
         if n > 200:
             n = 200
         if prefix[0] == 0:  # extras: "from_dom:example.com", split as feature_bucket does
@@ -364,7 +364,7 @@ cdef class Featurizer:
         error.  With ``whole_words``, a field cut at ``cap`` is cut back to
         the whitespace before the word that ``cap`` splits."""
         cdef Py_ssize_t n, i, first = self.fb.n
-        cdef const char *s = PyUnicode_AsUTF8AndSize(value, &n)
+        cdef const char *s = _utf8(value, &n)
         cdef long count
         cdef float scale
         if n > cap:
@@ -389,7 +389,7 @@ cdef class Featurizer:
         from the same pass as the text's tokens (atlas_tokens_open) unless
         that cannot give exactly what tokenising the opening alone gives."""
         cdef Py_ssize_t n, cut, i, first = self.fb.n, mid
-        cdef const char *s = PyUnicode_AsUTF8AndSize(text, &n)
+        cdef const char *s = _utf8(text, &n)
         cdef atlas_open op
         cdef long count
         cdef float scale
@@ -490,7 +490,7 @@ cdef class Featurizer:
             first = self.fb.n
             count = 0
             for i in range(min(len(urls), MAX_URLS)):
-                s = PyUnicode_AsUTF8AndSize(urls[i], &n)
+                s = _utf8(urls[i], &n)
                 count += atlas_url_path_tokens(&self.fb, P_URLP, s, n, MAX_URL_TOKENS)
             if count:
                 scale = 1.0 / sqrt(<double>count)
@@ -534,7 +534,7 @@ cdef class Featurizer:
 
     cdef int _push_prefixed(self, int k, str value, float v) except -1:
         cdef Py_ssize_t n, plen = <Py_ssize_t>strlen(ENRICH_PREFIXES[k])
-        cdef const char *s = PyUnicode_AsUTF8AndSize(value, &n)
+        cdef const char *s = _utf8(value, &n)
         if n > 200 - plen:
             n = 200 - plen
         if atlas_push(&self.fb, ENRICH_PREFIXES[k], self.seed_enrich[k], s, n, 1, v) < 0:
@@ -908,7 +908,7 @@ cdef int rbuf_str(RBuf *b, object value, Py_ssize_t cap, bint squeeze=False) exc
     if not PyUnicode_Check(value):
         value = str(value)
     try:
-        s = PyUnicode_AsUTF8AndSize(value, &n)
+        s = _utf8(value, &n)
     except UnicodeEncodeError:
         raw = (<str>value).encode("utf-8", "replace")
         s = raw
