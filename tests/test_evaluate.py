@@ -49,8 +49,8 @@ def test_evaluate_report_json():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 3 bar not reached yet: shipped model gives 2 FP / 96.62 % recall "
-                          "(372 of 385; at most 1 FP and 374 needed) on the SpamAssassin test split", strict=True)
+@pytest.mark.xfail(reason="issue 3 bar not reached yet: shipped model gives 2 FP / 96.36 % recall "
+                          "(371 of 385; at most 1 FP and 374 needed) on the SpamAssassin test split", strict=True)
 def test_shipped_model_meets_the_accuracy_bar():
     from atlas_fast.evaluate import evaluate
 
@@ -151,3 +151,36 @@ def test_nb_training_is_deterministic_and_off_by_default():
     a, b = fit_logistic(csr, y, q, seed=2), fit_logistic(csr, y, q, seed=2)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, fit_logistic(csr, y, q, seed=3))
+
+
+def test_subset_ham_factors_from_index_files(tmp_path):
+    from atlas_fast.evaluate import subset_ham_factors
+
+    (tmp_path / "c-index.tsv").write_text(
+        "mbox_file\tposition\tlabel\tsubset\n"
+        "a.mbox\t0\tham\teasy_ham\na.mbox\t1\tham\thard_ham\nb.mbox\t0\tham\thard_ham\n")
+    (tmp_path / "notes-index.tsv").write_text("word\tcount\nhard_ham\t3\n")  # not an index
+    (tmp_path / "bad-index.tsv").write_bytes(b"mbox_file\tposition\tsubset\n\xff\xfe\x00\n")
+    a = tmp_path / "a.mbox"
+    where = [(a, 0), (a, 1), (a, 2), (tmp_path / "other.mbox", 0)]
+    np.testing.assert_array_equal(subset_ham_factors(where, "hard_ham=6"), [1, 6, 1, 1])
+    np.testing.assert_array_equal(subset_ham_factors(where, "easy_ham=0.5, hard_ham=2"),
+                                  [0.5, 2, 1, 1])
+    # b.mbox's rows count only when b.mbox is trained on.
+    assert subset_ham_factors([(tmp_path / "b.mbox", 0)], "hard_ham=3").tolist() == [3.0]
+    for bad in ("hard_ham", "hard_ham=x", "=2", "hard_ham=0"):
+        with pytest.raises(ValueError, match="ham_subset_weights"):
+            subset_ham_factors(where, bad)
+
+
+def test_ham_factor_of_ones_is_the_plain_fit():
+    # Mail without corpus index files (a user's own) trains exactly as before.
+    from atlas_fast.evaluate import TrainParams, fit_logistic
+
+    csr, y = _random_csr(5)
+    p = TrainParams(nbits=6, epochs=3)
+    plain = fit_logistic(csr, y, p, seed=4)
+    np.testing.assert_array_equal(fit_logistic(csr, y, p, seed=4, ham_factor=np.ones(len(y))),
+                                  plain)
+    heavy = np.where(np.arange(len(y)) % 3 == 1, 6.0, 1.0)  # some ham (spam: % 3 == 0)
+    assert not np.array_equal(fit_logistic(csr, y, p, seed=4, ham_factor=heavy), plain)

@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from atlas_fast.evaluate import (  # noqa: E402
     TrainParams, _margins, _rows, _threshold_margin, featurize, fit_logistic, read_messages,
-    strip_filter_tags,
+    strip_filter_tags, subset_ham_factors,
 )
 from atlas_fast.rules import RuleSet, load_rules  # noqa: E402
 
@@ -57,17 +57,20 @@ def _folds(y, k, seed):
     return fold
 
 
-def _procedure(csr, y, params, seed, targets=()):
+def _procedure(csr, y, params, seed, targets=(), factor=None):
     """Weights and threshold margin, as train_model makes them from (csr, y),
     and the threshold margins ``targets`` (other target_fpr values) would
-    set on the same out-of-fold margins: the weights do not depend on it."""
+    set on the same out-of-fold margins: the weights do not depend on it.
+    ``factor``: per-row ham factors (TrainParams.ham_subset_weights)."""
     fold = _folds(y, params.folds, seed + 1)
     oof = np.empty(len(y))
     for k in range(params.folds):
         tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        w = fit_logistic(_rows(csr, tr), y[tr], params, seed + 2 + k)
+        w = fit_logistic(_rows(csr, tr), y[tr], params, seed + 2 + k,
+                         None if factor is None else factor[tr])
         oof[te] = _margins(_rows(csr, te), w)
-    return (fit_logistic(csr, y, params, seed), _threshold_margin(oof, y, params.target_fpr),
+    return (fit_logistic(csr, y, params, seed, factor),
+            _threshold_margin(oof, y, params.target_fpr),
             [_threshold_margin(oof, y, t) for t in targets])
 
 
@@ -154,6 +157,9 @@ def main(argv=None):
             labels += [label] * len(part)
             is_sa += [name == "spamassassin"] * len(part)
             where += [(fname, i) for i in range(len(part))]
+    factor = (subset_ham_factors([(os.path.join(args.corpus, f), i) for f, i in where],
+                                 params.ham_subset_weights)
+              if params.ham_subset_weights else None)
     if not args.keep_filter_tags:
         strip_filter_tags(msgs)
     y, is_sa = np.array(labels, dtype=np.float64), np.array(is_sa)
@@ -172,7 +178,7 @@ def main(argv=None):
         for k in range(5):
             tr, te = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
             w, thr, others = _procedure(_rows(csr, tr), y[tr], params, seed * 100 + k,
-                                        args.sweep_fpr)
+                                        args.sweep_fpr, None if factor is None else factor[tr])
             margins = _margins(_rows(csr, te), w)
             gap[rep, te] = margins - thr
             pred[rep, te] = (gap[rep, te] >= 0) | exits[te]
