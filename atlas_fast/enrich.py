@@ -314,6 +314,8 @@ class Enricher:
         self._memo = {"domain": {}, "geographic": {}, "auth": {}}
 
     def _resolve(self, ns: str, keys, compute) -> dict:
+        """The memo of namespace ``ns``, holding (at least) every one of
+        ``keys``: the missing ones are read from the cache or computed."""
         memo = self._memo[ns]
         missing = [k for k in keys if k not in memo]
         if missing:
@@ -323,7 +325,11 @@ class Enricher:
                 self.cache.set_many(ns, new)
                 found.update(new)
             if len(memo) + len(found) > self.memo_size:
+                # Full: start again from this chunk's keys, the ones already
+                # known included (the caller looks them all up in the memo).
+                known = {k: memo[k] for k in keys if k in memo}
                 memo.clear()
+                memo.update(known)
             memo.update(found)
         return memo
 

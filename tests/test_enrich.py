@@ -285,6 +285,24 @@ def test_memo_is_bounded():
     assert Enricher(None).memo_size <= 20_000  # the default stays a few MB a worker
 
 
+def test_full_memo_keeps_the_chunks_known_keys():
+    # A chunk mixes hosts the memo already holds with new ones; when the new
+    # ones overflow it, the known ones must still be answered (they once
+    # came back as None: the URL host itself became its "registered domain").
+    from atlas_fast.cache import ClassifierCache
+    from atlas_fast.enrich import Enricher
+
+    enricher = Enricher(ClassifierCache(None, enabled=False), memo_size=1_000)
+    seen: list = []
+    for start in range(0, 5_000, 300):
+        fresh = [f"mail.host{i}.example.co.uk" for i in range(start, start + 300)]
+        keys = set(fresh) | set(seen[-200:])  # 200 known, 300 new
+        got = enricher._resolve("domain", keys, registered_domain)
+        assert all(got.get(k) == registered_domain(k) for k in keys)
+        assert len(enricher._memo["domain"]) <= 1_000
+        seen += fresh
+
+
 @pytest.mark.parametrize("mid, shape", [
     ("<200208221727.SAA05985@webnote.net>", "d12.w8"),  # sendmail
     ("<9a63c01c249e0$e5a9d610$1106fea9@freeyankeedom.com>", "x13$x8$x8"),  # Outlook Express
