@@ -662,46 +662,43 @@ cdef class Featurizer:
 
     cdef int _score_all(self, list msgs, list extras, const uint16_t *w, double bias, int K,
                         double threshold, double[::1] out, list reasons) except -1:
-        # One pass per message: the margin, and the top K contributions on
-        # each side (the side is known only once the margin is), ranked in
-        # the same order two passes would see them, so the result is the same.
-        cdef Py_ssize_t m = len(msgs), i, j, k
-        cdef double z, c
-        cdef float wv
-        cdef atlas_feat *f
-        cdef double bpos[8]
-        cdef double bneg[8]
-        cdef Py_ssize_t wpos[8]
-        cdef Py_ssize_t wneg[8]
+        # Two passes per message: the margin, then the top K contributions
+        # on the side it falls on only (a side's list depends on its own
+        # comparisons alone, so this is what ranking both sides in the first
+        # pass gave, for half the ranking: -0.5 us/msg).
+        cdef Py_ssize_t m = len(msgs), i, j, k, n
+        cdef double z, c, bar
+        cdef atlas_feat *items
+        cdef double best[8]
+        cdef Py_ssize_t where[8]
         for i in range(m):
             self._featurize(msgs[i], extras[i] if extras is not None else None)
+            items = self.fb.items
+            n = <Py_ssize_t>self.fb.n
             z = bias
+            for j in range(n):
+                z += bf16(w[items[j].bucket]) * items[j].value  # a float product
+            out[i] = z
             if K <= 0:
-                for j in range(<Py_ssize_t>self.fb.n):
-                    f = &self.fb.items[j]
-                    z += bf16(w[f.bucket]) * f.value
-                out[i] = z
                 reasons[i] = ()
                 continue
             for k in range(K):
-                bpos[k] = 0.0
-                bneg[k] = 0.0
-                wpos[k] = -1
-                wneg[k] = -1
-            for j in range(<Py_ssize_t>self.fb.n):
-                f = &self.fb.items[j]
-                wv = bf16(w[f.bucket])
-                z += wv * f.value  # a float product, as the margin always was
-                c = <double>wv * f.value
-                if c > bpos[K - 1]:
-                    _rank(bpos, wpos, K, c, j, self.fb.items)
-                elif -c > bneg[K - 1]:
-                    _rank(bneg, wneg, K, -c, j, self.fb.items)
-            out[i] = z
+                best[k] = 0.0
+                where[k] = -1
+            bar = 0.0
             if z >= threshold:
-                reasons[i] = self._names(wpos, K)
+                for j in range(n):
+                    c = <double>bf16(w[items[j].bucket]) * items[j].value
+                    if c > bar:
+                        _rank(best, where, K, c, j, items)
+                        bar = best[K - 1]
             else:
-                reasons[i] = self._names(wneg, K)
+                for j in range(n):
+                    c = -(<double>bf16(w[items[j].bucket]) * items[j].value)
+                    if c > bar:
+                        _rank(best, where, K, c, j, items)
+                        bar = best[K - 1]
+            reasons[i] = self._names(where, K)
         return 0
 
     cdef tuple _names(self, Py_ssize_t *order, int K):

@@ -184,3 +184,55 @@ def test_shipped_model_is_reproducible(tmp_path):
     subprocess.run([sys.executable, str(repo / "tools" / "train_default_model.py"),
                     "--corpus", str(CORPUS), "-o", str(out)], check=True, capture_output=True)
     assert out.read_bytes() == Path(default_model_path()).read_bytes()
+
+
+def _reference_score(feats, w16, bias, K, threshold):
+    """The margin and top-K reasons of Featurizer.score, spelt out: float
+    products summed in double in feature order; the K largest contributions
+    (double products) on the margin's side, one slot per bucket (a repeated
+    bucket keeps its first slot), strictly larger to enter, ties keeping the
+    earlier feature first."""
+    wf = _as_float(w16)
+    z = bias
+    for _, b, v in feats:
+        z += float(np.float32(wf[b]) * np.float32(v))
+    sign = 1.0 if z >= threshold else -1.0
+    best, where = [0.0] * K, [-1] * K
+    for j, (_, b, v) in enumerate(feats):
+        c = sign * float(np.float64(np.float32(wf[b])) * np.float64(np.float32(v)))
+        if c <= best[-1] or any(k >= 0 and feats[k][1] == b for k in where):
+            continue
+        best[-1], where[-1] = c, j
+        k = K - 1
+        while k > 0 and best[k] > best[k - 1]:
+            best[k], best[k - 1] = best[k - 1], best[k]
+            where[k], where[k - 1] = where[k - 1], where[k]
+            k -= 1
+    return z, tuple(feats[j][0] for j in where if j >= 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_score_matches_the_reference_ranking(seed):
+    # Small tables (many shared buckets), weights of both signs and many
+    # zeros, thresholds on both sides: margins bit for bit, reasons in order.
+    from atlas_fast._parser import parse_message
+    from atlas_fast.splitter import split_mbox
+
+    from conftest import REPO
+
+    rng = np.random.default_rng(seed)
+    nbits = int(rng.choice([8, 10, 12]))
+    f = Featurizer(nbits, frozenset({"x-mailer", "subject"}))
+    msgs = [parse_message(raw) for _, raw in split_mbox(REPO / "samples" / "sample.mbox")]
+    msgs += [Msg()]
+    w = rng.normal(0, 1, 1 << nbits).astype(np.float32)
+    w[rng.random(1 << nbits) < 0.3] = 0.0
+    w16 = bf16_bits(w)
+    extras = [[f"from_dom:d{k}.example", "flag:no_to"] for k in range(len(msgs))]
+    for threshold in (-1.0, 0.0, 1.5):
+        for K in (1, 3, 8):
+            margins, reasons = f.score(msgs, extras, w16, 0.25, K, threshold)
+            for i, m in enumerate(msgs):
+                z, top = _reference_score(f.features(m, extras[i]), w16, 0.25, K, threshold)
+                assert margins[i] == z
+                assert reasons[i] == top, (i, threshold, K)
