@@ -521,8 +521,12 @@ def _pattern_reach(pattern: str):
     byte, and whether it has ``^`` or ``$``; None when it cannot tell
     (``\\A``, ``\\Z``, inline ``s``/``m``/``x`` flags, syntax Python's
     parser does not know)."""
-    import re._parser as sre_parse
-    from re import _constants as C
+    try:
+        import re._parser as sre_parse
+        from re import _constants as C
+    except ImportError:  # Python 3.10: the same modules, before their move into re
+        import sre_constants as C
+        import sre_parse
 
     # Only escapes and classes Python reads as Hyperscan does: not \v (a
     # class with the newline in Hyperscan, one byte in Python), [[:space:]]...
