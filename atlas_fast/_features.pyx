@@ -667,7 +667,7 @@ cdef class Featurizer:
         # comparisons alone, so this is what ranking both sides in the first
         # pass gave, for half the ranking: -0.5 us/msg).
         cdef Py_ssize_t m = len(msgs), i, j, k, n
-        cdef double z, c, bar
+        cdef double z, c, bar, side
         cdef atlas_feat *items
         cdef double best[8]
         cdef Py_ssize_t where[8]
@@ -686,18 +686,12 @@ cdef class Featurizer:
                 best[k] = 0.0
                 where[k] = -1
             bar = 0.0
-            if z >= threshold:
-                for j in range(n):
-                    c = <double>bf16(w[items[j].bucket]) * items[j].value
-                    if c > bar:
-                        _rank(best, where, K, c, j, items)
-                        bar = best[K - 1]
-            else:
-                for j in range(n):
-                    c = -(<double>bf16(w[items[j].bucket]) * items[j].value)
-                    if c > bar:
-                        _rank(best, where, K, c, j, items)
-                        bar = best[K - 1]
+            side = 1.0 if z >= threshold else -1.0  # contributions towards it
+            for j in range(n):
+                c = side * (<double>bf16(w[items[j].bucket]) * items[j].value)
+                if c > bar:
+                    _rank(best, where, K, c, j, items)
+                    bar = best[K - 1]
             reasons[i] = self._names(where, K)
         return 0
 

@@ -626,12 +626,12 @@ class _HyperscanField:
     across a separator.
     """
 
-    def __init__(self, owners, db, chunk_db, local=None):
+    def __init__(self, owners, db, chunk_db, local):
         self.owners = owners
         self.db = db
         self.chunk_db = chunk_db
         # Per pattern: are its chunk matches exact hits (see chunk_hits)?
-        self.local = local if local is not None else [False] * len(owners)
+        self.local = local
         self._hits = None
         self._ends = None
 
