@@ -413,15 +413,20 @@ def train_model(ham_paths, spam_paths, out_path, seed: int = 1, params: TrainPar
 
     params = params or TrainParams()
     t0 = time.perf_counter()
-    ham, spam, where = [], [], []
-    for p in ham_paths:
-        part = read_messages([p])
-        ham += part
-        where += [(p, i) for i in range(len(part))]
-    for p in spam_paths:
-        part = read_messages([p])
-        spam += part
-        where += [(p, i) for i in range(len(part))]
+    # (mbox, position) of every message, ham then spam: the keys of the
+    # corpus index files (ham_subset_weights).
+    where = []
+
+    def read(paths):
+        out = []
+        for p in paths:
+            part = read_messages([p])
+            out += part
+            where.extend((p, i) for i in range(len(part)))
+        return out
+
+    ham = read(ham_paths)
+    spam = read(spam_paths)
     if not ham or not spam:
         raise AtlasError("training needs at least one ham and one spam message")
     strip_filter_tags(ham)
