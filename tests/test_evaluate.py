@@ -19,6 +19,34 @@ def test_roc_auc(scores, y, auc):
     assert roc_auc(np.array(scores), np.array(y)) == pytest.approx(auc)
 
 
+@pytest.mark.parametrize("k, n", [(0, 774), (1, 774), (2, 774), (371, 385), (385, 385), (7, 10)])
+def test_wilson_interval_solves_its_defining_equation(k, n):
+    from atlas_fast.evaluate import wilson_interval
+
+    z = 1.959963984540054
+    lo, hi = wilson_interval(k, n)
+    p = k / n
+    assert 0.0 <= lo <= p <= hi <= 1.0 and lo < hi
+    # Each end inside (0, 1) is a root of (p - x)^2 = z^2 x (1 - x) / n;
+    # at k = 0 (k = n) the lower (upper) end is 0 (1) itself.
+    for x in (lo, hi):
+        if 0.0 < x < 1.0:
+            assert (p - x) ** 2 == pytest.approx(z * z * x * (1 - x) / n, rel=1e-9)
+    assert (lo == 0.0) == (k == 0) and (hi == 1.0) == (k == n)
+
+
+def test_wilson_interval_reference_values():
+    from atlas_fast.evaluate import wilson_interval
+
+    # Published 95 % Wilson intervals (Newcombe 1998, table I): 81/263 ->
+    # 0.2553-0.3662, 15/148 -> 0.0624-0.1605, 0/20 -> 0-0.1611.
+    for (k, n), (lo, hi) in (((81, 263), (0.2553, 0.3662)), ((15, 148), (0.0624, 0.1605)),
+                             ((0, 20), (0.0, 0.1611))):
+        got = wilson_interval(k, n)
+        assert got[0] == pytest.approx(lo, abs=5e-5) and got[1] == pytest.approx(hi, abs=5e-5)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
 @pytest.mark.slow
 def test_training_is_reproducible(tmp_path):
     from atlas_fast.evaluate import TrainParams, train_model
@@ -45,7 +73,11 @@ def test_evaluate_report_json():
     doc = json.loads(r.to_json())
     assert doc["ham"] == 774 and doc["spam"] == 385
     assert doc["true_negatives"] + doc["false_positives"] == 774
-    assert "spam recall" in r.format_table()
+    assert "spam recall" in r.format_table() and "95 % CI" in r.format_table()
+    lo, hi = doc["spam_recall_ci"]
+    assert lo <= doc["spam_recall"] <= hi
+    lo, hi = doc["ham_fpr_ci"]
+    assert lo <= doc["ham_fpr"] <= hi
 
 
 @pytest.mark.slow
