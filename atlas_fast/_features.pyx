@@ -761,6 +761,13 @@ cdef inline void _rank(double *best, Py_ssize_t *where, int K, double c, Py_ssiz
 # Training: logistic regression by AdaGrad SGD over a CSR matrix
 # ---------------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    #define ATLAS_PREFETCH_W(p) __builtin_prefetch((p), 1)
+    """
+    void ATLAS_PREFETCH_W(const void *p) noexcept nogil
+
+
 cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
                        const float[::1] data, const double[::1] y,
                        const double[::1] sample_weight, const int64_t[::1] order,
@@ -772,20 +779,39 @@ cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
     its seed, so training is reproducible).  ``y`` is 0/1.  Returns the mean
     weighted log loss over the steps, measured before each update.
     """
-    cdef Py_ssize_t dim = w.shape[0] - 1, t, i, j, p
+    # Each bucket's weight and AdaGrad sum sit side by side (``S[2j]``,
+    # ``S[2j + 1]``): a step reads and writes both for every feature of its
+    # row, and with two separate 32 MB arrays every feature cost two cache
+    # misses instead of one.  The next row's entries are prefetched while
+    # this one is worked.  The arithmetic, and so the result, is the same
+    # bit for bit as with separate arrays.
+    cdef Py_ssize_t dim = w.shape[0] - 1, t, i, j, p, nxt, q, qend
+    cdef Py_ssize_t steps = order.shape[0]
     cdef double z, pr, g, gj, loss = 0.0
-    cdef double *G = <double *>malloc((dim + 1) * sizeof(double))
-    if G == NULL:
+    cdef double *S = <double *>malloc(2 * (dim + 1) * sizeof(double))
+    if S == NULL:
         raise MemoryError()
     try:
         for j in range(dim + 1):
-            G[j] = 1e-6
+            S[2 * j] = w[j]
+            S[2 * j + 1] = 1e-6
         with nogil:
-            for t in range(order.shape[0]):
+            for t in range(steps):
                 i = order[t]
-                z = w[dim]
+                # The next row's entries are prefetched a few at a time
+                # beside this row's reads, so that the loads in flight stay
+                # within what the core can track.
+                q = qend = 0
+                if t + 1 < steps:
+                    nxt = order[t + 1]
+                    q = indptr[nxt]
+                    qend = indptr[nxt + 1]
+                z = S[2 * dim]
                 for p in range(indptr[i], indptr[i + 1]):
-                    z += w[indices[p]] * data[p]
+                    if q < qend:
+                        ATLAS_PREFETCH_W(&S[2 * <Py_ssize_t>indices[q]])
+                        q += 1
+                    z += S[2 * <Py_ssize_t>indices[p]] * data[p]
                 if z >= 0:
                     pr = 1.0 / (1.0 + exp(-z))
                 else:
@@ -796,15 +822,23 @@ cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
                     loss += -log(1.0 - pr if 1.0 - pr > 1e-15 else 1e-15) * sample_weight[i]
                 g = (pr - y[i]) * sample_weight[i]
                 for p in range(indptr[i], indptr[i + 1]):
-                    j = indices[p]
-                    gj = g * data[p] + l2 * w[j]
-                    G[j] += gj * gj
-                    w[j] -= lr * gj / sqrt(G[j])
-                G[dim] += g * g
-                w[dim] -= lr * g / sqrt(G[dim])
+                    if q < qend:
+                        ATLAS_PREFETCH_W(&S[2 * <Py_ssize_t>indices[q]])
+                        q += 1
+                    j = 2 * <Py_ssize_t>indices[p]
+                    gj = g * data[p] + l2 * S[j]
+                    S[j + 1] += gj * gj
+                    S[j] -= lr * gj / sqrt(S[j + 1])
+                S[2 * dim + 1] += g * g
+                S[2 * dim] -= lr * g / sqrt(S[2 * dim + 1])
+                while q < qend:
+                    ATLAS_PREFETCH_W(&S[2 * <Py_ssize_t>indices[q]])
+                    q += 1
+        for j in range(dim + 1):
+            w[j] = S[2 * j]
     finally:
-        free(G)
-    return loss / order.shape[0] if order.shape[0] else 0.0
+        free(S)
+    return loss / steps if steps else 0.0
 
 
 cdef inline float bf16(uint16_t h) noexcept nogil:

@@ -14,6 +14,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 DATA = REPO / "bench-data"
+CORPUS = REPO.parent / "shared" / "corpus"
+# The shared corpus's train files: the messages the model is trained on.
+TRAIN_FILES = [
+    "spamassassin-train-ham.mbox.gz",
+    "spamassassin-train-spam.mbox.gz",
+    "csdmc2010-train-ham.mbox.gz",
+    "csdmc2010-train-spam.mbox.gz",
+]
 
 RATES: dict[str, float] = {}  # benchmark name -> messages per second (median)
 NOTES: list[str] = []

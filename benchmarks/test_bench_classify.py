@@ -16,15 +16,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO
+from conftest import CORPUS, TRAIN_FILES as TRAIN
 
-CORPUS = REPO.parent / "shared" / "corpus"
-TRAIN = [
-    "spamassassin-train-ham.mbox.gz",
-    "spamassassin-train-spam.mbox.gz",
-    "csdmc2010-train-ham.mbox.gz",
-    "csdmc2010-train-spam.mbox.gz",
-]
 CHUNK = 700
 
 
