@@ -33,8 +33,11 @@ def evaluate(ham, spam, *, model=None, rules=()):
     return _evaluate(list(ham), list(spam), model=model, rules=rules)
 
 
-def train(ham, spam, output, *, seed=1):
+def train(ham, spam, output, *, seed=1, jobs=None):
     """Train a model on labelled mboxes and write it to ``output``.
+
+    ``jobs``: processes for the independent fits (default: usable cores);
+    the model file does not depend on it.
 
     Returns
     -------
@@ -43,7 +46,7 @@ def train(ham, spam, output, *, seed=1):
     """
     from .evaluate import train_model
 
-    return train_model(list(ham), list(spam), output, seed=seed)
+    return train_model(list(ham), list(spam), output, seed=seed, jobs=jobs)
 
 __all__ = [
     "__version__",

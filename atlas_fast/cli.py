@@ -105,7 +105,8 @@ def _cmd_process(args) -> int:
 def _cmd_train(args) -> int:
     from .evaluate import train_model
 
-    info = train_model(args.ham, args.spam, args.output, seed=args.seed, verbose=not args.quiet)
+    info = train_model(args.ham, args.spam, args.output, seed=args.seed, verbose=not args.quiet,
+                       jobs=args.jobs)
     print(f"{args.output}: model trained on {info.get('ham', '?')} ham and "
           f"{info.get('spam', '?')} spam messages (seed {args.seed})")
     return 0
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spam", nargs="+", required=True, help="mbox file(s) of spam")
     p.add_argument("-o", "--output", required=True, help="model file to write")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="processes for the cross-validation and final fits (default: usable "
+                        "cores; the model does not depend on it)")
     p.add_argument("-q", "--quiet", action="store_true", help="no training log")
     p.set_defaults(func=_cmd_train)
 

@@ -350,22 +350,74 @@ def _margins(csr, w):
     return margins_csr(indptr, indices, data, w[:-1], float(w[-1]))
 
 
-def cross_validate(csr, y, params: TrainParams, seed: int, ham_factor=None) -> np.ndarray:
-    """Out-of-fold margins of a stratified k-fold split."""
-    y = np.asarray(y)
+def _folds_of(y, params: TrainParams, seed: int) -> np.ndarray:
+    """Stratified fold number of every row (cross_validate's split)."""
     rng = np.random.default_rng(seed + 1)
     fold = np.empty(len(y), dtype=np.int64)
     for label in (0, 1):
         idx = np.flatnonzero(y == label)
         fold[idx] = rng.permutation(len(idx)) % params.folds
-    out = np.empty(len(y), dtype=np.float64)
-    for k in range(params.folds):
-        train = np.flatnonzero(fold != k)
-        test = np.flatnonzero(fold == k)
-        w = fit_logistic(_rows(csr, train), y[train], params, seed + 2 + k,
-                         None if ham_factor is None else np.asarray(ham_factor)[train])
-        out[test] = _margins(_rows(csr, test), w)
-    return out
+    return fold
+
+
+# The fits of one training run, for forked workers to read (inherited, not
+# pickled: the CSR matrix is tens of megabytes).
+_JOB = None
+
+
+def _fit_task(k: int):
+    """Fold ``k``'s out-of-fold margins, or (k == -1) the fit on all rows."""
+    csr, y, params, seed, ham_factor, fold = _JOB
+    if k < 0:
+        return k, fit_logistic(csr, y, params, seed, ham_factor)
+    train = np.flatnonzero(fold != k)
+    test = np.flatnonzero(fold == k)
+    w = fit_logistic(_rows(csr, train), y[train], params, seed + 2 + k,
+                     None if ham_factor is None else np.asarray(ham_factor)[train])
+    return k, _margins(_rows(csr, test), w)
+
+
+def _run_fits(csr, y, params: TrainParams, seed: int, ham_factor, final: bool, jobs=None):
+    """Out-of-fold margins of the k-fold split and, with ``final``, the
+    weights fitted on every row.  The fits are independent and seeded, so
+    they run in ``jobs`` forked processes (default: the usable cores, at
+    most one per fit) with the same result as one after another."""
+    global _JOB
+    import multiprocessing
+
+    from .config import _positive_int, usable_cores
+
+    y = np.asarray(y)
+    fold = _folds_of(y, params, seed)
+    tasks = ([-1] if final else []) + list(range(params.folds))  # longest first
+    jobs = usable_cores() if jobs is None else _positive_int("jobs", jobs, "argument")
+    jobs = min(len(tasks), jobs)
+    if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        jobs = 1
+    _JOB = (csr, y, params, seed, ham_factor, fold)
+    try:
+        if jobs == 1:
+            done = [_fit_task(k) for k in tasks]
+        else:
+            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                done = pool.map(_fit_task, tasks, chunksize=1)
+    finally:
+        _JOB = None
+    oof = np.empty(len(y), dtype=np.float64)
+    w = None
+    for k, out in done:
+        if k < 0:
+            w = out
+        else:
+            oof[fold == k] = out
+    return oof, w
+
+
+def cross_validate(csr, y, params: TrainParams, seed: int, ham_factor=None,
+                   jobs=None) -> np.ndarray:
+    """Out-of-fold margins of a stratified k-fold split (the folds fitted
+    in ``jobs`` processes: see :func:`train_model`)."""
+    return _run_fits(csr, y, params, seed, ham_factor, final=False, jobs=jobs)[0]
 
 
 def _platt(margins, y):
@@ -399,7 +451,7 @@ def _threshold_margin(margins, y, target_fpr):
 
 
 def train_model(ham_paths, spam_paths, out_path, seed: int = 1, params: TrainParams | None = None,
-                *, verbose: bool = False) -> dict:
+                *, verbose: bool = False, jobs: int | None = None) -> dict:
     """Train a model on labelled mboxes and write it to ``out_path``.
 
     Parameters
@@ -412,6 +464,11 @@ def train_model(ham_paths, spam_paths, out_path, seed: int = 1, params: TrainPar
         Seeds fold assignment and SGD order: same data and seed give a
         byte-identical file.
     params : TrainParams, optional
+    jobs : int, optional
+        Processes for the fits (the cross-validation folds and the final
+        fit are independent): default the usable cores, at most
+        ``params.folds + 1``; 1 fits them one after another.  The model
+        file does not depend on it.
 
     Returns
     -------
@@ -422,6 +479,10 @@ def train_model(ham_paths, spam_paths, out_path, seed: int = 1, params: TrainPar
     from ._features import FEATURE_VERSION
     from .model import FORMAT_VERSION, HEADER_ALLOW, ModelHeader, save_model
 
+    from .config import _positive_int
+
+    if jobs is not None:
+        _positive_int("jobs", jobs, "argument")  # before any reading
     params = params or TrainParams()
     t0 = time.perf_counter()
     # (mbox, position) of every message, ham then spam: the keys of the
@@ -449,11 +510,10 @@ def train_model(ham_paths, spam_paths, out_path, seed: int = 1, params: TrainPar
     t2 = time.perf_counter()
     factor = (subset_ham_factors(where, params.ham_subset_weights)
               if params.ham_subset_weights else None)
-    oof = cross_validate(csr, y, params, seed, factor)
+    oof, w = _run_fits(csr, y, params, seed, factor, final=True, jobs=jobs)
     a, b = _platt(oof, y)
     thr_margin = _threshold_margin(oof, y, params.target_fpr)
     threshold = 1 / (1 + math.exp(-(a * thr_margin + b)))
-    w = fit_logistic(csr, y, params, seed, factor)
     t3 = time.perf_counter()
     cv_pred = oof >= thr_margin
     header = ModelHeader(

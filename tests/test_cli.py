@@ -28,6 +28,10 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
     assert res.stderr.strip() == f"atlas-fast: error: {tmp_path / 'missing.mbox'}: no such file"
     res = run("process", str(SAMPLE), "--db", str(tmp_path / "x.sqlite"), "--workers", "0")
     assert res.returncode == 2 and "workers must be a positive integer" in res.stderr
+    res = run("train", "--ham", str(SAMPLE), "--spam", str(SAMPLE), "-o", str(tmp_path / "m.bin"),
+              "--jobs", "0")
+    assert res.returncode == 2 and "jobs must be a positive integer" in res.stderr
+    assert not (tmp_path / "m.bin").exists()
 
 
 def test_config_shows_sources():

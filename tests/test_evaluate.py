@@ -274,3 +274,44 @@ def test_sgd_train_matches_the_reference_bit_for_bit(seed):
     assert w.tolist() == ref_w
     assert loss == ref_loss
     assert not np.array_equal(w, w0)
+
+
+def test_fits_in_parallel_give_the_sequential_result(tmp_path):
+    """The cross-validation folds and the final fit run in forked processes
+    (jobs); the margins, weights and model bytes do not depend on how many."""
+    from atlas_fast.evaluate import TrainParams, _run_fits, cross_validate, train_model
+
+    from conftest import corpus_file
+
+    rng = np.random.default_rng(5)
+    rows, nbits = 300, 12
+    lengths = rng.integers(1, 30, size=rows)
+    indptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    y = (rng.random(rows) < 0.4).astype(np.float64)
+    # Spam rows lean on the low buckets, so the fits learn something.
+    indices = np.concatenate([
+        rng.integers(0, 2000 if y[i] else 4096, size=int(n)) for i, n in enumerate(lengths)
+    ]).astype(np.int32)
+    data = np.ones(len(indices), dtype=np.float32)
+    csr = (indptr, indices, data)
+    p = TrainParams(nbits=nbits, epochs=3, folds=3, averaged_runs=2)
+    one = _run_fits(csr, y, p, 9, None, final=True, jobs=1)
+    two = _run_fits(csr, y, p, 9, None, final=True, jobs=2)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    assert np.array_equal(cross_validate(csr, y, p, 9, jobs=3), one[0])
+    ham = [corpus_file("csdmc2010-train-ham.mbox.gz")]
+    spam = [corpus_file("csdmc2010-train-spam.mbox.gz")]
+    p = TrainParams(nbits=16, epochs=2, folds=2)
+    a = train_model(ham, spam, tmp_path / "a.bin", seed=3, params=p, jobs=1)
+    b = train_model(ham, spam, tmp_path / "b.bin", seed=3, params=p, jobs=3)
+    assert a["sha256"] == b["sha256"]
+
+
+def test_train_model_rejects_a_bad_jobs_count_before_reading(tmp_path):
+    from atlas_fast.errors import ConfigError
+    from atlas_fast.evaluate import train_model
+
+    with pytest.raises(ConfigError, match="jobs must be a positive integer"):
+        train_model([tmp_path / "missing.mbox"], [tmp_path / "missing.mbox"],
+                    tmp_path / "m.bin", jobs=0)
