@@ -27,6 +27,7 @@ __all__ = [
     "train_model",
     "evaluate",
     "roc_auc",
+    "stratified_folds",
     "wilson_interval",
 ]
 
@@ -350,13 +351,15 @@ def _margins(csr, w):
     return margins_csr(indptr, indices, data, w[:-1], float(w[-1]))
 
 
-def _folds_of(y, params: TrainParams, seed: int) -> np.ndarray:
-    """Stratified fold number of every row (cross_validate's split)."""
-    rng = np.random.default_rng(seed + 1)
+def stratified_folds(y, k: int, seed: int) -> np.ndarray:
+    """Fold number (0..k-1) of every row: each class's rows in a random
+    order from ``numpy.random.default_rng(seed)``, dealt round the folds."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=np.int64)
     for label in (0, 1):
         idx = np.flatnonzero(y == label)
-        fold[idx] = rng.permutation(len(idx)) % params.folds
+        fold[idx] = rng.permutation(len(idx)) % k
     return fold
 
 
@@ -388,7 +391,7 @@ def _run_fits(csr, y, params: TrainParams, seed: int, ham_factor, final: bool, j
     from .config import _positive_int, usable_cores
 
     y = np.asarray(y)
-    fold = _folds_of(y, params, seed)
+    fold = stratified_folds(y, params.folds, seed + 1)
     tasks = ([-1] if final else []) + list(range(params.folds))  # longest first
     jobs = usable_cores() if jobs is None else _positive_int("jobs", jobs, "argument")
     jobs = min(len(tasks), jobs)

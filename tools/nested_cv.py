@@ -1,6 +1,6 @@
 """Estimate what the training procedure gives on unseen mail, from the train files only.
 
-    python tools/nested_cv.py [--corpus ../shared/corpus] [--reps 2] [--averaged-runs N]
+    python tools/nested_cv.py [--corpus ../shared/corpus] [--reps 2] [--jobs N] [--averaged-runs N]
                               [--target-fpr F] [--sweep-fpr F ...] [--param NAME=VALUE ...]
                               [--misses PATH]
 
@@ -42,35 +42,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from atlas_fast.evaluate import (  # noqa: E402
-    TrainParams, _margins, _rows, _threshold_margin, featurize, fit_logistic, read_messages,
-    strip_filter_tags, subset_ham_factors,
+    TrainParams, _margins, _rows, _run_fits, _threshold_margin, featurize, read_messages,
+    stratified_folds, strip_filter_tags, subset_ham_factors,
 )
 from atlas_fast.rules import RuleSet, load_rules  # noqa: E402
 
 
-def _folds(y, k, seed):
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), dtype=np.int64)
-    for label in (0, 1):
-        idx = np.flatnonzero(y == label)
-        fold[idx] = rng.permutation(len(idx)) % k
-    return fold
-
-
-def _procedure(csr, y, params, seed, targets=(), factor=None):
+def _procedure(csr, y, params, seed, targets=(), factor=None, jobs=1):
     """Weights and threshold margin, as train_model makes them from (csr, y),
     and the threshold margins ``targets`` (other target_fpr values) would
     set on the same out-of-fold margins: the weights do not depend on it.
-    ``factor``: per-row ham factors (TrainParams.ham_subset_weights)."""
-    fold = _folds(y, params.folds, seed + 1)
-    oof = np.empty(len(y))
-    for k in range(params.folds):
-        tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        w = fit_logistic(_rows(csr, tr), y[tr], params, seed + 2 + k,
-                         None if factor is None else factor[tr])
-        oof[te] = _margins(_rows(csr, te), w)
-    return (fit_logistic(csr, y, params, seed, factor),
-            _threshold_margin(oof, y, params.target_fpr),
+    ``factor``: per-row ham factors (TrainParams.ham_subset_weights);
+    ``jobs``: processes for the fits, as train_model's."""
+    oof, w = _run_fits(csr, y, params, seed, factor, final=True, jobs=jobs)
+    return (w, _threshold_margin(oof, y, params.target_fpr),
             [_threshold_margin(oof, y, t) for t in targets])
 
 
@@ -124,6 +109,9 @@ def main(argv=None):
                     help="number of the first repetition (its folds are seeded 11 + number), "
                          "to add repetitions to an earlier run")
     ap.add_argument("--averaged-runs", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="processes for each outer fold's six fits (default 1: on 2 cores, run "
+                         "two --first-rep ranges side by side instead)")
     ap.add_argument("--target-fpr", type=float, default=None)
     ap.add_argument("--sweep-fpr", type=float, nargs="+", default=[], metavar="F",
                     help="also report these target_fpr values, from the same fits (only "
@@ -174,11 +162,12 @@ def main(argv=None):
     sweep = np.zeros((len(args.sweep_fpr), args.reps, len(y)), dtype=bool)
     for rep in range(args.reps):
         seed = 11 + args.first_rep + rep
-        outer = _folds(y, 5, seed)
+        outer = stratified_folds(y, 5, seed)
         for k in range(5):
             tr, te = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
             w, thr, others = _procedure(_rows(csr, tr), y[tr], params, seed * 100 + k,
-                                        args.sweep_fpr, None if factor is None else factor[tr])
+                                        args.sweep_fpr, None if factor is None else factor[tr],
+                                        args.jobs)
             margins = _margins(_rows(csr, te), w)
             gap[rep, te] = margins - thr
             pred[rep, te] = (gap[rep, te] >= 0) | exits[te]
