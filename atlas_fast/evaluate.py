@@ -395,9 +395,11 @@ def _run_fits(csr, y, params: TrainParams, seed: int, ham_factor, final: bool, j
     """Out-of-fold margins of the k-fold split and, with ``final``, the
     weights fitted on every row.  The fits are independent and seeded, so
     they run in ``jobs`` forked processes (default: the usable cores, at
-    most one per fit) with the same result as one after another."""
+    most one per fit) with the same result as one after another; in turn
+    when the caller runs other threads."""
     global _JOB
     import multiprocessing
+    import threading
 
     from .config import _positive_int, usable_cores
 
@@ -406,7 +408,10 @@ def _run_fits(csr, y, params: TrainParams, seed: int, ham_factor, final: bool, j
     tasks = ([-1] if final else []) + list(range(params.folds))  # longest first
     jobs = usable_cores() if jobs is None else _positive_int("jobs", jobs, "argument")
     jobs = min(len(tasks), jobs)
-    if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
+    if jobs > 1 and ("fork" not in multiprocessing.get_all_start_methods()
+                     or threading.active_count() > 1):
+        # No fork, or other threads that a fork could catch holding a lock
+        # (Python 3.12+ also warns then): the fits run in turn.
         jobs = 1
     _JOB = (csr, y, params, seed, ham_factor, fold)
     try:

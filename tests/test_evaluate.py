@@ -300,6 +300,18 @@ def test_fits_in_parallel_give_the_sequential_result(tmp_path):
     two = _run_fits(csr, y, p, 9, None, final=True, jobs=2)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
     assert np.array_equal(cross_validate(csr, y, p, 9, jobs=3), one[0])
+    # With another thread alive the fits run in turn (no fork), same result.
+    import threading
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        busy = _run_fits(csr, y, p, 9, None, final=True, jobs=2)
+    finally:
+        stop.set()
+        other.join()
+    assert np.array_equal(busy[0], one[0]) and np.array_equal(busy[1], one[1])
     ham = [corpus_file("csdmc2010-train-ham.mbox.gz")]
     spam = [corpus_file("csdmc2010-train-spam.mbox.gz")]
     p = TrainParams(nbits=16, epochs=2, folds=2)
