@@ -768,6 +768,15 @@ cdef extern from *:
     void ATLAS_PREFETCH_W(const void *p) noexcept nogil
 
 
+cdef inline Py_ssize_t _prefetch_one(double *S, const int32_t *indices, Py_ssize_t q,
+                                     Py_ssize_t qend) noexcept nogil:
+    # One more of the next row's entries (q of qend) on its way to the cache.
+    if q < qend:
+        ATLAS_PREFETCH_W(&S[2 * <Py_ssize_t>indices[q]])
+        q += 1
+    return q
+
+
 cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
                        const float[::1] data, const double[::1] y,
                        const double[::1] sample_weight, const int64_t[::1] order,
@@ -788,6 +797,7 @@ cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef Py_ssize_t dim = w.shape[0] - 1, t, i, j, p, nxt, q, qend
     cdef Py_ssize_t steps = order.shape[0]
     cdef double z, pr, g, gj, loss = 0.0
+    cdef const int32_t *idx = &indices[0] if indices.shape[0] else NULL
     cdef double *S = <double *>malloc(2 * (dim + 1) * sizeof(double))
     if S == NULL:
         raise MemoryError()
@@ -808,9 +818,7 @@ cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
                     qend = indptr[nxt + 1]
                 z = S[2 * dim]
                 for p in range(indptr[i], indptr[i + 1]):
-                    if q < qend:
-                        ATLAS_PREFETCH_W(&S[2 * <Py_ssize_t>indices[q]])
-                        q += 1
+                    q = _prefetch_one(S, idx, q, qend)
                     z += S[2 * <Py_ssize_t>indices[p]] * data[p]
                 if z >= 0:
                     pr = 1.0 / (1.0 + exp(-z))
@@ -822,9 +830,7 @@ cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
                     loss += -log(1.0 - pr if 1.0 - pr > 1e-15 else 1e-15) * sample_weight[i]
                 g = (pr - y[i]) * sample_weight[i]
                 for p in range(indptr[i], indptr[i + 1]):
-                    if q < qend:
-                        ATLAS_PREFETCH_W(&S[2 * <Py_ssize_t>indices[q]])
-                        q += 1
+                    q = _prefetch_one(S, idx, q, qend)
                     j = 2 * <Py_ssize_t>indices[p]
                     gj = g * data[p] + l2 * S[j]
                     S[j + 1] += gj * gj
@@ -832,8 +838,7 @@ cpdef double sgd_train(const int64_t[::1] indptr, const int32_t[::1] indices,
                 S[2 * dim + 1] += g * g
                 S[2 * dim] -= lr * g / sqrt(S[2 * dim + 1])
                 while q < qend:
-                    ATLAS_PREFETCH_W(&S[2 * <Py_ssize_t>indices[q]])
-                    q += 1
+                    q = _prefetch_one(S, idx, q, qend)
         for j in range(dim + 1):
             w[j] = S[2 * j]
     finally:

@@ -340,13 +340,11 @@ def _fit_once(csr, y, params: TrainParams, seed: int, ham_factor=None) -> np.nda
     y = np.asarray(y, dtype=np.float64)
     n = len(y)
     pos = max(1.0, float(y.sum()))
-    if ham_factor is None:
-        neg = max(1.0, float(n - y.sum()))
-        sw = np.where(y > 0.5, n / (2 * pos), params.ham_weight * n / (2 * neg)).astype(np.float64)
-    else:
-        f = np.asarray(ham_factor, dtype=np.float64)
-        neg = max(1.0, float(f[y < 0.5].sum()))
-        sw = np.where(y > 0.5, n / (2 * pos), f * params.ham_weight * n / (2 * neg))
+    # Factors of 1 (no ham_subset_weights) give exactly the plain class
+    # balance: the ham count as the sum, and products by 1.0.
+    f = np.ones(n) if ham_factor is None else np.asarray(ham_factor, dtype=np.float64)
+    neg = max(1.0, float(f[y < 0.5].sum()))
+    sw = np.where(y > 0.5, n / (2 * pos), f * params.ham_weight * n / (2 * neg))
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(n) for _ in range(params.epochs)]).astype(np.int64)
     w = np.zeros((1 << params.nbits) + 1, dtype=np.float64)
