@@ -72,6 +72,7 @@ cdef class Featurizer:
     cdef int _body(self, object text, size_t *upper, size_t *letters) except -1
     cdef int _featurize(self, object msg, object extras) except -1
     cdef int _push_enrichment(self, tuple extra) except -1
+    cdef int _push_packed(self, bytes packed, float v) except -1
     cdef int _push_prefixed(self, int k, str value, float v) except -1
     cdef int _header_value_tokens(self, object msg) except -1
     cdef tuple _names(self, Py_ssize_t *order, int K)

@@ -20,6 +20,7 @@ do not swamp short ones.  The words of the body's first
 "dear friend", "hi job seeker").  URL paths add ``url_path:`` tokens (ids
 become ``#id``).
 """
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_AsTuple
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
@@ -571,10 +572,22 @@ cdef class Featurizer:
                 self._push_prefixed(k, value, v)
         for value in <tuple>e[6]:
             self._push_prefixed(5, value, v)
-        for item in <tuple>e[7]:
-            self._push_str(P_NONE, item, v)
+        self._push_packed(<bytes>e[7], v)
         for j in hits:
             self._push_str(P_NONE, rule_features[j], v)
+        return 0
+
+    cdef int _push_packed(self, bytes packed, float v) except -1:
+        # Each packed flag (pack_flags) as _push_str(P_NONE, flag, v) would
+        # push its str: split at its first ':', 200 bytes at most.  The
+        # names point into ``packed``, which the caller's extras keep alive.
+        cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(packed)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(packed), k = 0, m
+        while k < n:
+            m = _flag_len(p, k, n)
+            if atlas_push_split(&self.fb, <const char *>p + k + 4, min(m, 200), 1, v) < 0:
+                raise MemoryError()
+            k += 4 + m
         return 0
 
     cdef int _header_value_tokens(self, object msg) except -1:
@@ -937,6 +950,92 @@ cdef int rbuf_put(RBuf *b, const char *s, Py_ssize_t n) except -1:
     return 0
 
 
+# Enrichment flags (enrich_rows) are packed into one bytes object per
+# message rather than a tuple of strs: each flag is its UTF-8 length as 4
+# bytes, little-endian, then its UTF-8.  Building them costs no object per
+# flag, and the featurizer hashes them straight from the buffer
+# (Featurizer._push_enrichment).  Enrichment.flags unpacks them.
+
+cdef inline Py_ssize_t _flag_len(const unsigned char *p, Py_ssize_t k, Py_ssize_t n) except -1:
+    # The length of the packed flag at p[k:], checked against the end n.
+    cdef Py_ssize_t m
+    if k + 4 > n:
+        raise ValueError("truncated enrichment flags")
+    m = p[k] | (p[k + 1] << 8) | (p[k + 2] << 16) | (<Py_ssize_t>p[k + 3] << 24)
+    if k + 4 + m > n:
+        raise ValueError("truncated enrichment flags")
+    return m
+
+
+cdef inline char *_flag_room(RBuf *b, Py_ssize_t n) except NULL:
+    # A flag of ``n`` bytes: its length written, room for its bytes.
+    cdef char *at
+    if b.n + 4 + n > b.cap:
+        _rbuf_grow(b, 4 + n)
+    at = b.p + b.n
+    at[0] = <char>(n & 255)
+    at[1] = <char>((n >> 8) & 255)
+    at[2] = <char>((n >> 16) & 255)
+    at[3] = <char>((n >> 24) & 255)
+    b.n += 4 + n
+    return at + 4
+
+
+cdef inline int _flag(RBuf *b, const char *s, Py_ssize_t n) except -1:
+    memcpy(_flag_room(b, n), s, n)
+    return 0
+
+
+cdef inline int _flag_c(RBuf *b, const char *s) except -1:
+    return _flag(b, s, <Py_ssize_t>strlen(s))
+
+
+cdef inline int _flag_str(RBuf *b, object s) except -1:
+    cdef Py_ssize_t n
+    cdef const char *p = _utf8(s, &n)
+    return _flag(b, p, n)
+
+
+cdef int _flag_prefixed(RBuf *b, const char *prefix, Py_ssize_t plen, const char *s,
+                        Py_ssize_t n, bint fold) except -1:
+    # prefix + s (ASCII), upper case folded when ``fold``.
+    cdef Py_ssize_t k
+    cdef unsigned char c
+    cdef char *out = _flag_room(b, plen + n)
+    memcpy(out, prefix, plen)
+    for k in range(n):
+        c = <unsigned char>s[k]
+        out[plen + k] = <char>(c + 32 if fold and 65 <= c <= 90 else c)
+    return 0
+
+
+cpdef bytes pack_flags(object flags):
+    """Enrichment flags (strs) in the packed form ``enrich_rows`` gives."""
+    cdef RBuf b
+    b.p = NULL
+    b.n = b.cap = 0
+    try:
+        for item in flags:
+            if not PyUnicode_Check(item):
+                raise TypeError(f"flags are strs, got {type(item).__name__}")
+            _flag_str(&b, item)
+        return PyBytes_FromStringAndSize(b.p, b.n) if b.n else b""
+    finally:
+        free(b.p)
+
+
+cpdef tuple unpack_flags(bytes packed):
+    """The strs of packed enrichment flags (see :func:`pack_flags`)."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(packed)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(packed), k = 0, m
+    out = []
+    while k < n:
+        m = _flag_len(p, k, n)
+        out.append(PyUnicode_DecodeUTF8(<const char *>p + k + 4, m, "strict"))
+        k += 4 + m
+    return PyList_AsTuple(out)
+
+
 cdef int rbuf_str(RBuf *b, object value, Py_ssize_t cap, bint squeeze=False) except -1:
     # UTF-8 of a str (lone surrogates become '?', as str.encode's "replace"),
     # at most ``cap`` bytes, never cutting a sequence.  With ``squeeze``,
@@ -1285,23 +1384,24 @@ cdef inline bint _contains_lower(object hay, const char *needle, Py_ssize_t m):
     return atlas_contains_ci(p, n, needle, m) != 0
 
 
-cdef list _ndom_names = ["url_ndom:0", "url_ndom:1", "url_ndom:2", "url_ndom:4", "url_ndom:8",
-                         "url_ndom:8+"]
+cdef const char *_ndom_names[6]
+_ndom_names[:] = [b"url_ndom:0", b"url_ndom:1", b"url_ndom:2", b"url_ndom:4", b"url_ndom:8",
+                  b"url_ndom:8+"]
 
 
-cdef inline str _ndom(Py_ssize_t n):
+cdef inline const char *_ndom(Py_ssize_t n) noexcept:
     return _ndom_names[0 if n == 0 else 1 if n == 1 else 2 if n == 2 else 3 if n <= 4
                        else 4 if n <= 8 else 5]
 
 
-cdef int _origin_flags(list flags, list received, object ip, object fallback) except -1:
+cdef int _origin_flags(RBuf *flags, list received, object ip, object fallback) except -1:
     # enrich.origin_flags, in C for ASCII headers.
     cdef Py_ssize_t n, m
     cdef const char *p
     cdef const char *ipp = NULL
     cdef int dynamic = 0, no_rdns = 0
     if not ip:
-        flags.append("rcv:no_origin")
+        _flag_c(flags, b"rcv:no_origin")
         return 0
     if PyUnicode_Check(ip) and PyUnicode_IS_ASCII(ip):
         ipp = _utf8(ip, &m)
@@ -1318,12 +1418,13 @@ cdef int _origin_flags(list flags, list received, object ip, object fallback) ex
         else:
             p = _utf8(value, &n)
         if atlas_origin_naming(p, n, &dynamic, &no_rdns) != 0:
-            flags.extend(fallback(received, ip))
+            for item in fallback(received, ip):
+                _flag_str(flags, item)
             return 0
         if dynamic:
-            flags.append("rcv:origin_dynamic")
+            _flag_c(flags, b"rcv:origin_dynamic")
         if no_rdns:
-            flags.append("rcv:origin_no_rdns")
+            _flag_c(flags, b"rcv:origin_no_rdns")
         return 0
     return 0
 
@@ -1360,11 +1461,12 @@ cdef inline bint _iso_seconds(object iso, long long *out):
     return True
 
 
-cdef list _skew_names = ["date_skew:fut>1h", "date_skew:<1h", "date_skew:<1d", "date_skew:<7d",
-                         "date_skew:>7d"]
+cdef const char *_skew_names[5]
+_skew_names[:] = [b"date_skew:fut>1h", b"date_skew:<1h", b"date_skew:<1d", b"date_skew:<7d",
+                  b"date_skew:>7d"]
 
 
-cdef int _date_flags(list flags, ParsedMessage pm) except -1:
+cdef int _date_flags(RBuf *flags, ParsedMessage pm) except -1:
     # How the Date header is written and how far it is from the newest
     # Received hop's time: forged or stale dates are a classic spam sign
     # (SpamAssassin's DATE_IN_PAST / DATE_IN_FUTURE), and so are the odd
@@ -1379,7 +1481,7 @@ cdef int _date_flags(list flags, ParsedMessage pm) except -1:
     raw = pm.date_raw
     if raw is not None and PyUnicode_Check(raw):
         if pm.date is None:
-            flags.append("date:bad")
+            _flag_c(flags, b"date:bad")
         # Shape: letter runs -> "a", digit runs -> "9", others kept; 30 bytes.
         p = _utf8(raw, &n)
         memcpy(shape, b"date_shape:", 11)
@@ -1397,12 +1499,12 @@ cdef int _date_flags(list flags, ParsedMessage pm) except -1:
             ns += 1
             if ns >= 41:
                 break
-        flags.append(PyUnicode_DecodeASCII(shape, ns, "replace"))
+        _flag(flags, shape, ns)
     if pm.date is not None and pm.received_date is not None:
         if _iso_seconds(pm.date, &a) and _iso_seconds(pm.received_date, &b):
             hours = (b - a) / 3600.0
-            flags.append(_skew_names[0 if hours < -1 else 1 if hours < 1 else 2 if hours < 24
-                                     else 3 if hours < 168 else 4])
+            _flag_c(flags, _skew_names[0 if hours < -1 else 1 if hours < 1 else 2 if hours < 24
+                                       else 3 if hours < 168 else 4])
     return 0
 
 
@@ -1410,7 +1512,7 @@ cdef inline bint _ascii_alnum(unsigned char c) noexcept:
     return 48 <= c <= 57 or 97 <= (c | 32) <= 122
 
 
-cdef int _mid_shape(list flags, object mid) except -1:
+cdef int _mid_shape(RBuf *flags, object mid) except -1:
     # The Message-ID's local part as the program that wrote it shapes it:
     # each run of letters and digits becomes its kind (d: digits, x: hex,
     # w: other) and length, separators stay ("200208221727.SAA05985" ->
@@ -1460,11 +1562,11 @@ cdef int _mid_shape(list flags, object mid) except -1:
     if k >= n or p[k] != 64:
         shape[ns] = b'!'  # no '@'
         ns += 1
-    flags.append(PyUnicode_DecodeASCII(shape, ns, "replace"))
+    _flag(flags, shape, ns)
     return 0
 
 
-cdef int _name_flags(list flags, ParsedMessage pm) except -1:
+cdef int _name_flags(RBuf *flags, ParsedMessage pm) except -1:
     # The display name against the address: an address in the name that is
     # not the sender's, or a name none of whose words (3+ letters) occur in
     # the address ("PayPal Security" <x7@mailer.example>).
@@ -1483,11 +1585,11 @@ cdef int _name_flags(list flags, ParsedMessage pm) except -1:
         if memchr(p, 64, n) == NULL:
             ap = _utf8(addr, &an)
             if atlas_name_mismatch(p, n, ap, an):
-                flags.append("name:mismatch")
+                _flag_c(flags, b"name:mismatch")
             return 0
     nm = (<str>name).lower()
     if "@" in nm:
-        flags.append("name:is_addr" if nm.strip("'\" ") == addr else "name:has_at")
+        _flag_c(flags, b"name:is_addr" if nm.strip("'\" ") == addr else b"name:has_at")
         return 0
     p = _utf8(nm, &n)
     k = 0
@@ -1503,7 +1605,7 @@ cdef int _name_flags(list flags, ParsedMessage pm) except -1:
         else:
             k += 1
     if any_word and not found:
-        flags.append("name:mismatch")
+        _flag_c(flags, b"name:mismatch")
     return 0
 
 
@@ -1527,7 +1629,7 @@ cpdef list enrichment_features(object enrichment):
         feats.append("dmarc:" + e[5])
     for dom in <tuple>e[6]:
         feats.append("url_dom:" + dom)
-    feats.extend(<tuple>e[7])
+    feats.extend(unpack_flags(<bytes>e[7]))
     return feats
 
 
@@ -1577,96 +1679,111 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
     literals, deep subdomains, top-level domains), the number of distinct
     URL hosts, the Date header's shape and skew, the display name against
     the address and the Message-ID's shape; then ``origin_flags(received,
-    ip)``.
+    ip)``.  They come packed in one bytes object (:func:`pack_flags`).
     """
-    cdef Py_ssize_t m = len(msgs), i, k, n, t, ntok
+    cdef Py_ssize_t m = len(msgs), i, k, n, t, ntok, nu
     cdef ParsedMessage pm
     cdef list out = [None] * m
-    cdef list url_doms, flags, hosts
+    cdef list url_doms, hosts
     cdef const char *fdp
     cdef const char *lp
     cdef Py_ssize_t fdn
-    cdef list url_flags
+    cdef RBuf flags, url_flags
+    cdef Py_ssize_t *url_at = NULL
     cdef bint plain = _plain_tuple_type(make)
-    for i in range(m):
-        pm = <ParsedMessage?>msgs[i]
-        url_doms = []
-        hosts = url_hosts[i]
-        for host in hosts:
-            dom = domains.get(host) or ("ip-literal" if (<str>host)[len(<str>host) - 1].isdigit() else host)
-            if dom not in url_doms:
-                url_doms.append(dom)
-        akey = auth_keys[i]
-        if akey is not None:
-            spf, dkim, dmarc = auths[akey]
-        else:
-            spf = dkim = dmarc = None
-        from_dom = domains.get(pm.from_domain) if pm.from_domain else None
-        flags = []
-        if not pm.to_addr:
-            flags.append("flag:no_to")
-        elif pm.to_addr == pm.from_addr:
-            flags.append("flag:to_is_from")
-        if not pm.date:
-            flags.append("flag:no_date")
-        if not pm.message_id:
-            flags.append("flag:no_message_id")
-        if pm.reply_to_addr and pm.from_addr and pm.reply_to_addr != pm.from_addr:
-            flags.append("flag:reply_to_other_domain"
-                         if from_dom and not _domain_ends_with(pm.reply_to_addr, from_dom)
-                         else "flag:reply_to_differs")
-        if pm.from_addr and PyUnicode_Check(pm.from_addr):
-            if _many_digits(pm.from_addr):
-                flags.append("flag:from_local_digits")
-            # Word tokens of the sender's local part: "news", "newsletter", "info".
-            lp = _utf8(pm.from_addr, &n)
-            k = 0
-            ntok = 0
-            while k < n and lp[k] != 64 and ntok < 4:
-                if 97 <= <unsigned char>(lp[k] | 32) <= 122:
-                    t = k
-                    while k < n and 97 <= <unsigned char>(lp[k] | 32) <= 122:
-                        k += 1
-                    if k - t > 1:
-                        flags.append(_prefixed(b"from_local:", 11, lp + t, k - t, True))
-                    ntok += 1
-                else:
-                    k += 1
-        if from_dom and url_doms and from_dom not in url_doms:
-            flags.append("flag:urls_elsewhere")
-        if from_dom:
-            fdp = _utf8(from_dom, &fdn)
-            seen = False
-            for r in pm.received:
-                if r and _contains_lower(r, fdp, fdn):
-                    seen = True
-                    break
-            flags.append("rcv:from_dom_seen" if seen else "rcv:from_dom_absent")
-            flags.append("mid:from_dom" if _mid_from_dom(pm.message_id, from_dom, fdp, fdn)
-                         else "mid:other_dom")
-        # Distinct, sorted: a short list (at most 2 + max_hosts) deduplicated
-        # as it grows and sorted in place, not a set then sorted().
-        url_flags = []
-        for host in hosts:
-            if (<str>host)[len(<str>host) - 1].isdigit():
-                flag = "url:ip_host"
+    flags.p = url_flags.p = NULL
+    flags.n = flags.cap = url_flags.n = url_flags.cap = 0
+    n = 0
+    for hosts in url_hosts:
+        n = max(n, len(hosts))
+    try:
+        # Each host adds at most its url_tld: and one of url:ip_host and
+        # url:deep_host: offset and length of each distinct one.
+        url_at = <Py_ssize_t *>malloc((2 * n + 4) * sizeof(Py_ssize_t))
+        if url_at == NULL:
+            raise MemoryError()
+        for i in range(m):
+            pm = <ParsedMessage?>msgs[i]
+            url_doms = []
+            hosts = url_hosts[i]
+            for host in hosts:
+                dom = domains.get(host) or ("ip-literal" if (<str>host)[len(<str>host) - 1].isdigit() else host)
+                if dom not in url_doms:
+                    url_doms.append(dom)
+            akey = auth_keys[i]
+            if akey is not None:
+                spf, dkim, dmarc = auths[akey]
             else:
-                if _dots(host) >= 3 and "url:deep_host" not in url_flags:
-                    url_flags.append("url:deep_host")
-                flag = _url_tld(host)
-            if flag not in url_flags:
-                url_flags.append(flag)
-        if url_flags:
-            url_flags.sort()
-            flags.extend(url_flags)
-        flags.append(_ndom(len(hosts)))
-        _date_flags(flags, pm)
-        _name_flags(flags, pm)
-        _mid_shape(flags, pm.message_id)
-        ip = ips[i]
-        _origin_flags(flags, pm.received, ip, origin_flags)
-        out[i] = _make8(make, plain, from_dom, ip, countries.get(ip) if ip else None, spf, dkim,
-                        dmarc, PyList_AsTuple(url_doms), PyList_AsTuple(flags))
+                spf = dkim = dmarc = None
+            from_dom = domains.get(pm.from_domain) if pm.from_domain else None
+            flags.n = 0
+            if not pm.to_addr:
+                _flag_c(&flags, b"flag:no_to")
+            elif pm.to_addr == pm.from_addr:
+                _flag_c(&flags, b"flag:to_is_from")
+            if not pm.date:
+                _flag_c(&flags, b"flag:no_date")
+            if not pm.message_id:
+                _flag_c(&flags, b"flag:no_message_id")
+            if pm.reply_to_addr and pm.from_addr and pm.reply_to_addr != pm.from_addr:
+                _flag_c(&flags, b"flag:reply_to_other_domain"
+                        if from_dom and not _domain_ends_with(pm.reply_to_addr, from_dom)
+                        else b"flag:reply_to_differs")
+            if pm.from_addr and PyUnicode_Check(pm.from_addr):
+                if _many_digits(pm.from_addr):
+                    _flag_c(&flags, b"flag:from_local_digits")
+                # Word tokens of the sender's local part: "news", "newsletter", "info".
+                lp = _utf8(pm.from_addr, &n)
+                k = 0
+                ntok = 0
+                while k < n and lp[k] != 64 and ntok < 4:
+                    if 97 <= <unsigned char>(lp[k] | 32) <= 122:
+                        t = k
+                        while k < n and 97 <= <unsigned char>(lp[k] | 32) <= 122:
+                            k += 1
+                        if k - t > 1:
+                            _flag_prefixed(&flags, b"from_local:", 11, lp + t, k - t, True)
+                        ntok += 1
+                    else:
+                        k += 1
+            if from_dom and url_doms and from_dom not in url_doms:
+                _flag_c(&flags, b"flag:urls_elsewhere")
+            if from_dom:
+                fdp = _utf8(from_dom, &fdn)
+                seen = False
+                for r in pm.received:
+                    if r and _contains_lower(r, fdp, fdn):
+                        seen = True
+                        break
+                _flag_c(&flags, b"rcv:from_dom_seen" if seen else b"rcv:from_dom_absent")
+                _flag_c(&flags, b"mid:from_dom" if _mid_from_dom(pm.message_id, from_dom, fdp, fdn)
+                        else b"mid:other_dom")
+            # Distinct and sorted as strs sort (their UTF-8 sorts the same):
+            # at most 2 + max_hosts names, kept sorted as they come.
+            url_flags.n = 0
+            nu = 0
+            for host in hosts:
+                if (<str>host)[len(<str>host) - 1].isdigit():
+                    _url_flag_add(&url_flags, url_at, &nu, b"url:ip_host", 11)
+                else:
+                    if _dots(host) >= 3:
+                        _url_flag_add(&url_flags, url_at, &nu, b"url:deep_host", 13)
+                    _url_tld(&url_flags, url_at, &nu, host)
+            for k in range(nu):
+                _flag(&flags, url_flags.p + url_at[2 * k], url_at[2 * k + 1])
+            _flag_c(&flags, _ndom(len(hosts)))
+            _date_flags(&flags, pm)
+            _name_flags(&flags, pm)
+            _mid_shape(&flags, pm.message_id)
+            ip = ips[i]
+            _origin_flags(&flags, pm.received, ip, origin_flags)
+            out[i] = _make8(make, plain, from_dom, ip, countries.get(ip) if ip else None, spf, dkim,
+                            dmarc, PyList_AsTuple(url_doms),
+                            PyBytes_FromStringAndSize(flags.p, flags.n))
+    finally:
+        free(flags.p)
+        free(url_flags.p)
+        free(url_at)
     return out
 
 
@@ -1701,22 +1818,6 @@ cdef object _make8(object make, bint plain, object a, object b, object c, object
     Py_INCREF(g); PyTuple_SET_ITEM(obj, 6, g)
     Py_INCREF(h); PyTuple_SET_ITEM(obj, 7, h)
     return obj
-
-
-cdef inline object _prefixed(const char *prefix, Py_ssize_t plen, const char *s, Py_ssize_t n,
-                             bint fold):
-    # prefix + s (short ASCII), with ASCII upper case folded when ``fold``.
-    cdef char buf[128]
-    cdef Py_ssize_t k
-    cdef unsigned char c
-    if plen + n > 128:
-        out = (prefix[:plen] + s[:n]).decode("ascii", "replace")
-        return out.lower() if fold else out
-    memcpy(buf, prefix, plen)
-    for k in range(n):
-        c = <unsigned char>s[k]
-        buf[plen + k] = <char>(c + 32 if fold and 65 <= c <= 90 else c)
-    return PyUnicode_DecodeASCII(buf, plen + n, "replace")
 
 
 cdef inline bint _mid_from_dom(object mid, object from_dom, const char *fd, Py_ssize_t fdn):
@@ -1783,17 +1884,46 @@ cdef inline Py_ssize_t _dots(object host) except -1:
     return c
 
 
-cdef inline object _url_tld(object host):
-    # "url_tld:" + the host's last label.
+cdef int _url_tld(RBuf *b, Py_ssize_t *at, Py_ssize_t *nu, object host) except -1:
+    # "url_tld:" + the host's last label, into the URL flags (_url_flag_add).
     cdef Py_ssize_t n, k
     cdef const char *p
-    if not PyUnicode_IS_ASCII(host):
-        return "url_tld:" + (<str>host).rpartition(".")[2]
+    cdef char buf[128]
     p = _utf8(host, &n)
     k = n
-    while k > 0 and p[k - 1] != 46:
+    while k > 0 and p[k - 1] != 46:  # after the last '.' ('.' is never in a UTF-8 sequence)
         k -= 1
-    return _prefixed(b"url_tld:", 8, p + k, n - k, False)
+    if 8 + n - k > 128:
+        name = b"url_tld:" + p[k:n]
+        return _url_flag_add(b, at, nu, <const char *>name, 8 + n - k)
+    memcpy(buf, b"url_tld:", 8)
+    memcpy(buf + 8, p + k, n - k)
+    return _url_flag_add(b, at, nu, buf, 8 + n - k)
+
+
+cdef int _url_flag_add(RBuf *b, Py_ssize_t *at, Py_ssize_t *nu, const char *s,
+                       Py_ssize_t n) except -1:
+    # Insert s[:n] into the sorted, distinct URL flags: their bytes in ``b``,
+    # offset and length of the k-th in at[2k], at[2k + 1].  Byte order is
+    # the order of the strs (UTF-8 keeps code point order).
+    cdef Py_ssize_t k = 0, j, c
+    while k < nu[0]:
+        c = memcmp(b.p + at[2 * k], s, min(at[2 * k + 1], n))
+        if c == 0:
+            if at[2 * k + 1] == n:
+                return 0  # already there
+            c = -1 if at[2 * k + 1] < n else 1
+        if c > 0:
+            break
+        k += 1
+    for j in range(nu[0], k, -1):
+        at[2 * j] = at[2 * j - 2]
+        at[2 * j + 1] = at[2 * j - 1]
+    at[2 * k] = b.n
+    at[2 * k + 1] = n
+    rbuf_put(b, s, n)
+    nu[0] += 1
+    return 0
 
 
 # ---------------------------------------------------------------------------

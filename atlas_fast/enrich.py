@@ -255,12 +255,21 @@ def parse_auth(auth_results: str | None, received_spf: str | None) -> tuple:
 
 
 class Enrichment(tuple):
-    """(registered_domain, origin_ip, origin_country, spf, dkim, dmarc, url_domains, flags)."""
+    """(registered_domain, origin_ip, origin_country, spf, dkim, dmarc, url_domains, flags).
+
+    ``flags`` (strs) are held packed in one bytes object
+    (``_features.pack_flags``), as the compiled ``enrich_rows`` builds them;
+    the ``flags`` property gives them back as a tuple of strs.
+    """
 
     __slots__ = ()
 
     def __new__(cls, registered_domain, origin_ip, origin_country, spf, dkim, dmarc, url_domains,
                 flags=()):
+        from ._features import pack_flags
+
+        if not isinstance(flags, bytes):
+            flags = pack_flags(flags)
         return tuple.__new__(
             cls, (registered_domain, origin_ip, origin_country, spf, dkim, dmarc, url_domains,
                   flags)
@@ -273,7 +282,12 @@ class Enrichment(tuple):
     dkim = property(lambda self: self[4])
     dmarc = property(lambda self: self[5])
     url_domains = property(lambda self: self[6])
-    flags = property(lambda self: self[7])
+
+    @property
+    def flags(self) -> tuple:
+        from ._features import unpack_flags
+
+        return unpack_flags(self[7])
 
     def features(self) -> list:
         """Whole-string model features derived from the enrichment
@@ -285,7 +299,9 @@ class Enrichment(tuple):
 
     def context(self) -> str:
         """A str for the classification cache key: every feature input above."""
-        return "|".join(x if isinstance(x, str) else ",".join(x) if x else "" for x in self)
+        parts = list(self)
+        parts[7] = self.flags
+        return "|".join(x if isinstance(x, str) else ",".join(x) if x else "" for x in parts)
 
 
 MAX_URL_DOMAINS = 16

@@ -115,7 +115,8 @@ def test_packed_extras_are_the_string_extras():
     enrich = clf.enricher.enrich_chunk(msgs)
     hits = clf.ruleset.scan_rendered(render_chunk(msgs))
     odd = Enrichment("x" * 250 + ".example", "192.0.2.1", "DE", "Pass:x", None, "",
-                     ("Üni.example", "a:b.example", "y" * 300), ("flag:no_to",))
+                     ("Üni.example", "a:b.example", "y" * 300),
+                     ("flag:no_to", "url_tld:" + "z" * 300, "from_local:Ünï", "nocolon", ""))
     msgs.append(msgs[0])
     enrich.append(odd)
     hits.append([0, 1])
@@ -128,3 +129,26 @@ def test_packed_extras_are_the_string_extras():
     ca = fz.csr(msgs, strings)
     cb = fz.csr(msgs, packed)
     assert all((x == y).all() for x, y in zip(ca, cb))
+
+
+def test_packed_flags_round_trip():
+    # enrich_rows hands the flags over packed (4-byte length, UTF-8);
+    # Enrichment.flags and Enrichment.features() spell them out again.
+    from atlas_fast._features import pack_flags, unpack_flags
+    from atlas_fast.enrich import Enrichment
+
+    flags = ("flag:no_to", "", "url_tld:\u00fcn\u00ef", "x" * 70_000, "date_shape:a, 9 a")
+    packed = pack_flags(flags)
+    assert len(packed) == sum(4 + len(f.encode()) for f in flags)
+    assert packed[:4] == (10).to_bytes(4, "little")
+    assert unpack_flags(packed) == flags
+    assert pack_flags(()) == b"" and unpack_flags(b"") == ()
+    for bad in (packed[:-1], packed[:3], b"\x05\x00\x00\x00abc"):
+        with pytest.raises(ValueError, match="truncated"):
+            unpack_flags(bad)
+    with pytest.raises(TypeError):
+        pack_flags([b"flag:no_to"])
+    e = Enrichment("example.com", None, None, None, None, None, (), flags)
+    assert e.flags == flags
+    assert e == Enrichment("example.com", None, None, None, None, None, (), packed)
+    assert e.features() == ["from_dom:example.com", *flags]
