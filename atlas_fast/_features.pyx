@@ -24,6 +24,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_AsTuple
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.set cimport PySet_Contains
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_Check
 from libc.math cimport exp, fabs, floor, log, sqrt
@@ -536,7 +537,7 @@ cdef class Featurizer:
         if names:
             allow = self.header_allow
             for name in names:
-                if name in allow:
+                if PySet_Contains(allow, name):  # not the generic sequence test
                     self._push_str(P_HDR, name)
         if extras:
             if type(extras) is tuple:
