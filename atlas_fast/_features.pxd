@@ -60,6 +60,7 @@ cdef class Featurizer:
     cdef readonly float extra_value
     cdef readonly Py_ssize_t opening_bytes
     cdef readonly bint one_pass_opening
+    cdef readonly bint url_domains
     cdef uint32_t seed_struct
     cdef uint32_t seed_enrich[6]
     cdef list keep

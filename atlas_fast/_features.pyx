@@ -324,6 +324,9 @@ cdef class Featurizer:
         Lower-cased header names whose presence is a feature (``hdr:<name>``);
         every other header, and in particular mail-client export headers, is
         ignored.
+    url_domains : bool
+        Whether the registered domains of a message's URLs are features
+        (``url_dom:``); models record it (``ModelHeader.url_domain_features``).
     opening_bytes : int
         The body's first bytes, cut back to a whole word, whose words are
         also ``w0:`` tokens; 0 for none.  The other keywords are for
@@ -335,7 +338,7 @@ cdef class Featurizer:
     def __cinit__(self, int nbits=20, header_allow=frozenset(), *, bint url_paths=True,
                   Py_ssize_t text_cap=MAX_TEXT_BYTES, bint bigrams=True,
                   float extra_value=EXTRA_VALUE, Py_ssize_t opening_bytes=OPENING_BYTES,
-                  bint one_pass_opening=True):
+                  bint one_pass_opening=True, bint url_domains=True):
         if nbits < 8 or nbits > 28:
             raise ValueError(f"nbits must be in 8..28, got {nbits}")
         self.nbits = nbits
@@ -346,6 +349,7 @@ cdef class Featurizer:
         self.extra_value = extra_value
         self.opening_bytes = opening_bytes
         self.one_pass_opening = one_pass_opening
+        self.url_domains = url_domains
         self.fb.items = NULL
         self.fb.n = 0
         self.fb.cap = 0
@@ -551,6 +555,8 @@ cdef class Featurizer:
                 self._push_enrichment(<tuple>extras)
             else:
                 for item in extras:
+                    if not self.url_domains and (<str>item).startswith("url_dom:"):
+                        continue
                     self._push_str(P_NONE, item, self.extra_value)
         self._header_value_tokens(msg)
         return 0
@@ -578,8 +584,9 @@ cdef class Featurizer:
             value = e[0 if k == 0 else k + 1]  # e[1] is the IP: not a feature
             if value:
                 self._push_prefixed(k, value, v)
-        for value in <tuple>e[6]:
-            self._push_prefixed(5, value, v)
+        if self.url_domains:
+            for value in <tuple>e[6]:
+                self._push_prefixed(5, value, v)
         self._push_packed(<bytes>e[7], v)
         for j in hits:
             self._push_str(P_NONE, rule_features[j], v)

@@ -90,6 +90,9 @@ class ModelHeader(msgspec.Struct, forbid_unknown_fields=False):
     header_allow: list[str]
     weights_sha256: str
     training: dict = {}
+    # Whether URLs' registered domains (``url_dom:``) are features; files
+    # written before the field existed were trained with them.
+    url_domain_features: bool = True
 
 
 class Model:
@@ -136,7 +139,8 @@ class Model:
         """A :class:`~atlas_fast._features.Featurizer` configured for this model."""
         from ._features import Featurizer
 
-        return Featurizer(self.header.nbits, frozenset(self.header.header_allow))
+        return Featurizer(self.header.nbits, frozenset(self.header.header_allow),
+                          url_domains=self.header.url_domain_features)
 
 
 def _encode(header: ModelHeader, weights) -> bytes:

@@ -94,6 +94,35 @@ def test_shipped_model_loads():
     m = load_model()
     assert len(m.weights) == 1 << m.nbits and m.weights.typecode == "H"
     assert 0 < m.header.threshold < 1
+    # Trained without URL domains (TrainParams.url_domain_features), and
+    # scored the same way.
+    assert m.header.url_domain_features is False
+    assert m.featurizer().url_domains is False
+
+
+def test_url_domain_features_switch(tmp_path):
+    import msgspec
+
+    # Files written before the field existed were trained with URL domains.
+    old = msgspec.structs.asdict(_header())
+    del old["url_domain_features"]
+    assert msgspec.json.decode(msgspec.json.encode(old), type=ModelHeader).url_domain_features
+    save_model(tmp_path / "m.bin", _header(url_domain_features=False), np.zeros(1 << 10, np.float32))
+    assert load_model(tmp_path / "m.bin").featurizer().url_domains is False
+    # Off, no url_dom: feature from either form of the extras; the rest unchanged.
+    from atlas_fast.enrich import Enrichment
+    from atlas_fast._features import model_extras_chunk, model_extras_packed
+
+    e = [Enrichment("example.com", None, "US", None, None, None, ("a.example", "b.example"),
+                    ("flag:no_to",))]
+    packed = model_extras_packed(e, [[]], [], [0])[0]
+    strings = model_extras_chunk(e, [[]], [], [0])[0]
+    on, off = Featurizer(12), Featurizer(12, url_domains=False)
+    names = lambda fz, x: [n for n, _, _ in fz.features(Msg(), x)]  # noqa: E731
+    assert names(on, packed) == names(on, strings)
+    assert names(off, packed) == names(off, strings)
+    assert [n for n in names(on, packed) if not n.startswith("url_dom:")] == names(off, packed)
+    assert {"url_dom:a.example", "url_dom:b.example"} <= set(names(on, packed))
 
 
 class Msg:

@@ -156,7 +156,7 @@ def main(argv=None):
     # Rule indices are RuleSet.rules positions, not load_rules() ones (the
     # category hints are not rules): RuleSet.exits, as the classifier decides.
     exits = np.array(ruleset.exits(hits)) >= 0
-    csr = featurize(msgs, params.nbits)
+    csr = featurize(msgs, params.nbits, url_domains=params.url_domain_features)
     pred = np.zeros((args.reps, len(y)), dtype=bool)
     gap = np.zeros((args.reps, len(y)))  # margin minus the fold's threshold
     sweep = np.zeros((len(args.sweep_fpr), args.reps, len(y)), dtype=bool)
