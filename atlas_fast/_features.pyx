@@ -105,9 +105,10 @@ cdef extern from "Python.h":
 # [3, 98.28] [2, 98.48] (14 FP, 98.25 %).  Spam relayed by a list is
 # missed about 2.6 times as often as other spam under CV, but the footer
 # is not what hides it.
-# Cross-era check (session 14): the shipped procedure trained on the
-# SpamAssassin train files (2002) and scored on the CSDMC2010 ones
-# (2009-2010), URL domains off, seeds 7/8/9: ROC AUC 0.9961 / 0.9968 /
+# Cross-era check (session 14, a prototype of tools/cross_era.py that
+# scores raw margins): the shipped procedure trained on the SpamAssassin
+# train files (2002) and scored on the CSDMC2010 ones (2009-2010), URL
+# domains off, seeds 7/8/9: ROC AUC 0.9961 / 0.9968 /
 # 0.9948, recall at 0.5 % CSDMC2010 false positives 91.2 / 89.7 / 89.3 %.
 # Dropping one group more: ``struct:`` 0.9970 / 0.9977 / 0.9966 (92.2 /
 # 90.6 / 90.8 %); ``rcv:`` 0.9976 / 0.9970 / 0.9970 (92.4 / 88.9 / 92.7 %);
