@@ -33,20 +33,23 @@ def evaluate(ham, spam, *, model=None, rules=()):
     return _evaluate(list(ham), list(spam), model=model, rules=rules)
 
 
-def train(ham, spam, output, *, seed=1, jobs=None):
+def train(ham, spam, output, *, seed=1, jobs=None, url_domains=False):
     """Train a model on labelled mboxes and write it to ``output``.
 
     ``jobs``: processes for the independent fits (default: usable cores);
-    the model file does not depend on it.
+    the model file does not depend on it.  ``url_domains``: make the
+    registered domains of URLs features (``TrainParams.url_domain_features``;
+    off, as in the shipped model, because they name one era's campaigns).
 
     Returns
     -------
     dict
         What was trained (message counts, threshold, cross-validation figures).
     """
-    from .evaluate import train_model
+    from .evaluate import TrainParams, train_model
 
-    return train_model(list(ham), list(spam), output, seed=seed, jobs=jobs)
+    return train_model(list(ham), list(spam), output, seed=seed, jobs=jobs,
+                       params=TrainParams(url_domain_features=url_domains))
 
 __all__ = [
     "__version__",

@@ -103,10 +103,10 @@ def _cmd_process(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .evaluate import train_model
+    from .evaluate import TrainParams, train_model
 
     info = train_model(args.ham, args.spam, args.output, seed=args.seed, verbose=not args.quiet,
-                       jobs=args.jobs)
+                       jobs=args.jobs, params=TrainParams(url_domain_features=args.url_domains))
     print(f"{args.output}: model trained on {info.get('ham', '?')} ham and "
           f"{info.get('spam', '?')} spam messages (seed {args.seed})")
     return 0
@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None,
                    help="processes for the cross-validation and final fits (default: usable "
                         "cores; the model does not depend on it)")
+    p.add_argument("--url-domains", action="store_true",
+                   help="make the registered domains of URLs features (off by default: they name "
+                        "one era's campaigns; for a model of your own, recent mail)")
     p.add_argument("-q", "--quiet", action="store_true", help="no training log")
     p.set_defaults(func=_cmd_train)
 

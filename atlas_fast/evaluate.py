@@ -473,9 +473,16 @@ def cross_validate(csr, y, params: TrainParams, seed: int, ham_factor=None,
 def _platt(margins, y):
     """(a, b) minimising log loss of sigmoid(a*m + b), with Platt's target smoothing."""
     y = np.asarray(y, dtype=np.float64)
+    margins = np.asarray(margins, dtype=np.float64)
     pos, neg = y.sum(), len(y) - y.sum()
     t = np.where(y > 0.5, (pos + 1) / (pos + 2), 1 / (neg + 2))
+
+    def loss(a, b):
+        z = a * margins + b
+        return float(np.sum(t * np.logaddexp(0.0, -z) + (1 - t) * np.logaddexp(0.0, z)))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(100):  # Newton's method on two parameters
         z = np.clip(a * margins + b, -50, 50)
         p = 1 / (1 + np.exp(-z))
@@ -484,7 +491,15 @@ def _platt(margins, y):
         h = np.array([[np.sum(s * margins * margins), np.sum(s * margins)],
                       [np.sum(s * margins), np.sum(s)]]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(h, g)
-        a, b = a - step[0], b - step[1]
+        # A full step unless it raises the loss (Newton can overshoot far
+        # from the optimum, as on margins that rank ham above spam): then
+        # halve it until it does not.
+        for _halving in range(60):
+            trial = loss(a - step[0], b - step[1])
+            if trial <= current + 1e-12 * abs(current):
+                break
+            step = step / 2
+        a, b, current = a - step[0], b - step[1], trial
         if np.abs(step).max() < 1e-10:
             break
     return float(a), float(b)
@@ -562,8 +577,13 @@ def train_model(ham_paths, spam_paths, out_path, seed: int = 1, params: TrainPar
               if params.ham_subset_weights else None)
     oof, w = _run_fits(csr, y, params, seed, factor, final=True, jobs=jobs)
     a, b = _platt(oof, y)
+    if not a > 0:
+        raise AtlasError(
+            "training: cross-validation ranks the ham above the spam (calibration slope "
+            f"{a:.3g}), so no threshold can separate them; train on more, and distinct, "
+            "ham and spam messages")
     thr_margin = _threshold_margin(oof, y, params.target_fpr)
-    threshold = 1 / (1 + math.exp(-(a * thr_margin + b)))
+    threshold = 1 / (1 + math.exp(-min(max(a * thr_margin + b, -50.0), 50.0)))
     t3 = time.perf_counter()
     cv_pred = oof >= thr_margin
     header = ModelHeader(

@@ -46,9 +46,13 @@ def test_train_then_eval_with_the_new_model(tmp_path):
     ham = corpus_file("csdmc2010-train-ham.mbox.gz")
     spam = corpus_file("csdmc2010-train-spam.mbox.gz")
     model = tmp_path / "mine.bin"
-    res = run("train", "--ham", str(ham), "--spam", str(spam), "-o", str(model), "-q")
+    res = run("train", "--ham", str(ham), "--spam", str(spam), "-o", str(model), "-q",
+              "--url-domains")
     assert res.returncode == 0, res.stderr
     assert "954 ham and 628 spam" in res.stdout and model.exists()
+    from atlas_fast.model import load_model
+
+    assert load_model(model).header.url_domain_features is True
     res = run("eval", "--ham", str(SAMPLE), "--spam", str(SAMPLE), "--model", str(model), "--json")
     assert res.returncode == 0, res.stderr
     import json

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from atlas_fast.evaluate import roc_auc
+from atlas_fast.splitter import split_mbox
 
 
 @pytest.mark.parametrize(
@@ -327,3 +328,45 @@ def test_train_model_rejects_a_bad_jobs_count_before_reading(tmp_path):
     with pytest.raises(ConfigError, match="jobs must be a positive integer"):
         train_model([tmp_path / "missing.mbox"], [tmp_path / "missing.mbox"],
                     tmp_path / "m.bin", jobs=0)
+
+
+def test_public_train_records_url_domains(tmp_path):
+    # atlas_fast.train: URL domains off by default, as in the shipped model;
+    # on when asked, and the model file says which.
+    import atlas_fast
+    from atlas_fast.model import load_model
+
+    from conftest import corpus_file
+
+    paths = {}
+    for kind in ("ham", "spam"):
+        raws = [raw for _, (_off, raw) in zip(range(40), split_mbox(
+            corpus_file(f"csdmc2010-train-{kind}.mbox.gz")))]
+        paths[kind] = tmp_path / f"{kind}.mbox"
+        paths[kind].write_bytes(b"".join(r if r.endswith(b"\n\n") else r + b"\n" for r in raws))
+    atlas_fast.train([paths["ham"]], [paths["spam"]], tmp_path / "off.bin", jobs=1)
+    atlas_fast.train([paths["ham"]], [paths["spam"]], tmp_path / "on.bin", jobs=1,
+                     url_domains=True)
+    assert load_model(tmp_path / "off.bin").header.url_domain_features is False
+    on = load_model(tmp_path / "on.bin")
+    assert on.header.url_domain_features is True and on.featurizer().url_domains is True
+
+
+def test_training_on_mail_it_cannot_tell_apart_is_a_clear_error(tmp_path):
+    # The same six messages as ham and as spam: each held-out copy is scored
+    # as its twin's class, so cross-validation ranks ham above spam.  Platt
+    # scaling once diverged there and training died of an OverflowError.
+    import atlas_fast
+    from atlas_fast.errors import AtlasError
+    from atlas_fast.evaluate import _platt
+
+    from conftest import SAMPLE
+
+    with pytest.raises(AtlasError, match="ranks the ham above the spam"):
+        atlas_fast.train([SAMPLE], [SAMPLE], tmp_path / "m.bin", jobs=1)
+    assert not (tmp_path / "m.bin").exists()
+    a, b = _platt(np.array([5.0, 6.0, 7.0, -5.0, -6.0, -7.0]), np.array([0, 0, 0, 1, 1, 1]))
+    assert np.isfinite(a) and np.isfinite(b) and a < 0
+    # Ordinary margins: a positive slope, 0.5 where the classes meet.
+    a, b = _platt(np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]), np.array([0, 0, 0, 1, 1, 1]))
+    assert a > 0 and abs(b) < 1e-9
