@@ -194,6 +194,33 @@ class TrainParams(msgspec.Struct, frozen=True):
     #   97.88 %): the rules add about 0.4 points of recall under CV.
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def replace_params(params: TrainParams, items) -> TrainParams:
+    """``params`` with ``NAME=VALUE`` overrides (the tools' ``--param``),
+    each value read as its field's type: booleans as 1/0, true/false,
+    yes/no or on/off (``bool("0")`` would be True).  ValueError names the
+    item that is not one."""
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or name not in TrainParams.__struct_fields__:
+            raise ValueError(f"--param {item}: expected NAME=VALUE, NAME a TrainParams field")
+        kind = type(getattr(params, name))
+        if kind is bool:
+            word = value.strip().lower()
+            if word not in _TRUE + _FALSE:
+                raise ValueError(f"--param {item}: {name} is true or false (1/0, yes/no, on/off)")
+            got = word in _TRUE
+        else:
+            try:
+                got = kind(value)
+            except ValueError:
+                raise ValueError(f"--param {item}: {name} must be of type {kind.__name__}") from None
+        params = msgspec.structs.replace(params, **{name: got})
+    return params
+
+
 def subset_ham_factors(where, spec: str) -> np.ndarray:
     """Per-message fit factors from ``spec`` ("hard_ham=6,other=2"): the
     factor of the subset the corpus index file (``*-index.tsv`` beside the

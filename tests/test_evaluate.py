@@ -370,3 +370,21 @@ def test_training_on_mail_it_cannot_tell_apart_is_a_clear_error(tmp_path):
     # Ordinary margins: a positive slope, 0.5 where the classes meet.
     a, b = _platt(np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]), np.array([0, 0, 0, 1, 1, 1]))
     assert a > 0 and abs(b) < 1e-9
+
+
+def test_replace_params_reads_each_field_as_its_type():
+    from atlas_fast.evaluate import TrainParams, replace_params
+
+    base = TrainParams()
+    got = replace_params(base, ["nbits=16", "l2=3e-5", "url_domain_features=1",
+                                "ham_subset_weights=hard_ham=3"])
+    assert (got.nbits, got.l2, got.url_domain_features) == (16, 3e-5, True)
+    assert got.ham_subset_weights == "hard_ham=3"  # split at the first '=' only
+    for word, want in (("0", False), ("false", False), ("No", False), ("off", False),
+                       ("yes", True), ("TRUE", True), ("on", True)):
+        assert replace_params(base, [f"url_domain_features={word}"]).url_domain_features is want
+    for bad, match in (("nbits", "NAME=VALUE"), ("nope=1", "NAME=VALUE"),
+                       ("nbits=x", "nbits must be of type int"), ("url_domain_features=2", "true or false")):
+        with pytest.raises(ValueError, match=match):
+            replace_params(base, [bad])
+    assert replace_params(base, []) == base

@@ -30,7 +30,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from atlas_fast.classify import Classifier  # noqa: E402
-from atlas_fast.evaluate import TrainParams, read_messages, roc_auc, train_model  # noqa: E402
+from atlas_fast.evaluate import (  # noqa: E402
+    TrainParams, read_messages, replace_params, roc_auc, train_model,
+)
 
 
 def recall_at_fpr(scores, y, fpr: float) -> float:
@@ -56,14 +58,10 @@ def main(argv=None):
                     help="override a TrainParams field, e.g. --param url_domain_features=1")
     args = ap.parse_args(argv)
     params = TrainParams()
-    for item in args.param:
-        name, _, value = item.partition("=")
-        if name not in TrainParams.__struct_fields__:
-            ap.error(f"--param {item}: TrainParams has no field {name!r}")
-        kind = type(getattr(params, name))
-        params = msgspec.structs.replace(
-            params, **{name: value.lower() in ("1", "true", "yes") if kind is bool
-                       else kind(value)})
+    try:
+        params = replace_params(params, args.param)
+    except ValueError as exc:
+        ap.error(str(exc))
     c = args.corpus
     train = [[os.path.join(c, f"spamassassin-train-{k}.mbox.gz")] for k in ("ham", "spam")]
     later = [[os.path.join(c, f"csdmc2010-train-{k}.mbox.gz")] for k in ("ham", "spam")]

@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from atlas_fast.evaluate import (  # noqa: E402
     TrainParams, _margins, _rows, _run_fits, _threshold_margin, featurize, read_messages,
-    stratified_folds, strip_filter_tags, subset_ham_factors,
+    replace_params, stratified_folds, strip_filter_tags, subset_ham_factors,
 )
 from atlas_fast.rules import RuleSet, load_rules  # noqa: E402
 
@@ -130,12 +130,10 @@ def main(argv=None):
         params = msgspec.structs.replace(params, averaged_runs=args.averaged_runs)
     if args.target_fpr is not None:
         params = msgspec.structs.replace(params, target_fpr=args.target_fpr)
-    for item in args.param:
-        name, _, value = item.partition("=")
-        if name not in TrainParams.__struct_fields__:
-            ap.error(f"--param {item}: TrainParams has no field {name!r}")
-        kind = type(getattr(params, name))
-        params = msgspec.structs.replace(params, **{name: kind(value)})
+    try:
+        params = replace_params(params, args.param)
+    except ValueError as exc:
+        ap.error(str(exc))
     msgs, labels, is_sa, where = [], [], [], []
     for label, kind in ((0, "ham"), (1, "spam")):
         for name in ("spamassassin", "csdmc2010"):
