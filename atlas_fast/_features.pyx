@@ -1036,16 +1036,14 @@ cdef inline int _flag_str(RBuf *b, object s) except -1:
     return _flag(b, p, n)
 
 
-cdef int _flag_prefixed(RBuf *b, const char *prefix, Py_ssize_t plen, const char *s,
-                        Py_ssize_t n, bint fold) except -1:
-    # prefix + s (ASCII), upper case folded when ``fold``.
+cdef int _flag_folded(RBuf *b, const char *prefix, Py_ssize_t plen, const char *s,
+                      Py_ssize_t n) except -1:
+    # prefix + s (ASCII), ASCII upper case in s folded.
     cdef Py_ssize_t k
-    cdef unsigned char c
     cdef char *out = _flag_room(b, plen + n)
     memcpy(out, prefix, plen)
     for k in range(n):
-        c = <unsigned char>s[k]
-        out[plen + k] = <char>(c + 32 if fold and 65 <= c <= 90 else c)
+        out[plen + k] = <char>atlas_lower(<unsigned char>s[k])
     return 0
 
 
@@ -1782,7 +1780,7 @@ cpdef list enrich_rows(list msgs, list url_hosts, list ips, list auth_keys, dict
                         while k < n and 97 <= <unsigned char>(lp[k] | 32) <= 122:
                             k += 1
                         if k - t > 1:
-                            _flag_prefixed(&flags, b"from_local:", 11, lp + t, k - t, True)
+                            _flag_folded(&flags, b"from_local:", 11, lp + t, k - t)
                         ntok += 1
                     else:
                         k += 1

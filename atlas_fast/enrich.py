@@ -297,12 +297,6 @@ class Enrichment(tuple):
 
         return enrichment_features(self)
 
-    def context(self) -> str:
-        """A str for the classification cache key: every feature input above."""
-        parts = list(self)
-        parts[7] = self.flags
-        return "|".join(x if isinstance(x, str) else ",".join(x) if x else "" for x in parts)
-
 
 MAX_URL_DOMAINS = 16
 
