@@ -5,7 +5,9 @@
 """
 __version__ = "0.1.0"
 
-from .errors import AtlasError, ConfigError, InputError, NotAnMboxError, RuleError, SourceChangedError
+from .errors import (
+    AtlasError, CacheWarning, ConfigError, InputError, NotAnMboxError, RuleError, SourceChangedError,
+)
 from .pipeline import RunSummary, process_mbox
 
 
@@ -63,4 +65,5 @@ __all__ = [
     "SourceChangedError",
     "ConfigError",
     "RuleError",
+    "CacheWarning",
 ]

@@ -25,17 +25,29 @@ more, so per-message calls would cost more than the work they save.
 Values are msgpack-encoded bytes, which diskcache stores inline in its
 SQLite table (``MODE_RAW``); the batch read relies on that layout and falls
 back to ``Cache.get`` for anything else.
+
+A cache is never worth failing a run: when its database cannot be opened or
+read (damaged by a full disk or a power cut, not a database at all, not
+writable), the process drops the disk level, says so once
+(:class:`~atlas_fast.errors.CacheWarning`, or ``disk_error`` for the
+pipeline to report) and goes on with its LRU; verdicts are the same without
+a cache.  :func:`set_aside_damaged` renames a database that fails SQLite's
+``quick_check`` to ``cache.db.damaged``, so the next run starts a fresh one.
 """
 from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import time
+import warnings
 from collections import OrderedDict
 
 import msgspec
 
-__all__ = ["TTLS", "ClassifierCache", "default_cache_dir"]
+from .errors import CacheWarning
+
+__all__ = ["TTLS", "ClassifierCache", "default_cache_dir", "set_aside_damaged"]
 
 TTLS = {
     "classification": 2 * 3600,
@@ -68,6 +80,44 @@ def _insert_sql(rows: int) -> str:
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
+
+
+_DB_NAME = "cache.db"  # diskcache's database file in the cache directory
+
+
+def set_aside_damaged(directory) -> str | None:
+    """Rename the cache database of ``directory`` to ``cache.db.damaged``
+    (replacing an older one; its WAL and shared-memory files are removed)
+    when SQLite cannot read it or its ``quick_check`` fails, so that the
+    next run starts a fresh cache.  Returns what was wrong, or None when the
+    database is sound or absent (then nothing is moved).  ``quick_check``
+    reads the whole file:
+    call this after an error, not on every run."""
+    path = os.path.join(os.fspath(directory), _DB_NAME)
+    if not os.path.exists(path):
+        return None
+    problem = None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+        if rows != [("ok",)]:
+            problem = "; ".join(str(r[0]) for r in rows[:3])
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return None  # in use by another process: not evidence of damage
+        problem = str(exc)
+    if problem is None:
+        return None
+    os.replace(path, path + ".damaged")
+    for suffix in ("-wal", "-shm"):
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+    return problem
 
 
 def default_cache_dir() -> str:
@@ -130,11 +180,21 @@ class ClassifierCache:
         :data:`LRU_LIMITS` for the namespaces named there.  Each worker
         holds its own; the bound keeps a worker's caches to a few MB
         however large the mailbox.
+    warn : bool
+        Issue a :class:`~atlas_fast.errors.CacheWarning` when the disk level
+        fails and is dropped (its reason stays in ``disk_error``).  The
+        pipeline's workers and writer pass False and report it to the
+        parent, which warns once per run.
     """
 
     def __init__(self, directory=None, *, enabled: bool = True, ttls=None,
-                 lru_size: int = 20_000, size_limit: int = 1 << 30):
+                 lru_size: int = 20_000, size_limit: int = 1 << 30, warn: bool = True):
         self.enabled = enabled
+        # Why the disk level was dropped (None while it works); with
+        # ``warn`` a CacheWarning says so once, else the owner reports it
+        # (pipeline workers and writer: the parent warns once per run).
+        self.disk_error: str | None = None
+        self.warn = warn
         self.ttls = dict(TTLS)
         if ttls:
             unknown = set(ttls) - set(TTLS)
@@ -159,16 +219,37 @@ class ClassifierCache:
     # -- disk ---------------------------------------------------------------
 
     def _cache(self):
-        if self._disk is None and self.directory is not None:
+        if self._disk is None and self.directory is not None and self.disk_error is None:
             import diskcache
 
-            os.makedirs(self.directory, exist_ok=True)
-            # diskcache's defaults give each connection a 32 MB page cache
-            # and a 64 MB mmap; with one connection per worker that was most
-            # of a worker's memory.  The LRU in front absorbs the hot keys.
-            self._disk = diskcache.Cache(self.directory, size_limit=self._size_limit,
-                                         sqlite_cache_size=1024, sqlite_mmap_size=1 << 23)
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+                # diskcache's defaults give each connection a 32 MB page
+                # cache and a 64 MB mmap; with one connection per worker that
+                # was most of a worker's memory.  The LRU in front absorbs
+                # the hot keys.
+                self._disk = diskcache.Cache(self.directory, size_limit=self._size_limit,
+                                             sqlite_cache_size=1024, sqlite_mmap_size=1 << 23)
+            except (sqlite3.Error, OSError) as exc:
+                self._drop_disk(exc)
         return self._disk
+
+    def _drop_disk(self, exc: BaseException) -> None:
+        """Go on without the disk level after ``exc`` (SQLite or the file
+        system failed): a damaged cache must not fail a run."""
+        where = os.path.join(self.directory or "", _DB_NAME)
+        self.disk_error = f"{where}: {type(exc).__name__}: {exc}"
+        disk, self._disk = self._disk, None
+        if disk is not None:
+            try:
+                disk.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        self._absent = set()
+        self._deferred = {}
+        if self.warn:
+            warnings.warn(f"cache not used: {self.disk_error}; classifying without it "
+                          "(verdicts are the same)", CacheWarning, stacklevel=3)
 
     def _disk_get_many(self, disk, keys: list, now: float) -> dict:
         found = {}
@@ -195,12 +276,19 @@ class ClassifierCache:
                 self._absent.clear()
             self._absent.update(keys if not present else
                                 (k for k in keys if k not in present))
+        except sqlite3.Error as exc:
+            self._drop_disk(exc)
+            return {}
         except Exception:  # noqa: BLE001 - a schema we do not know: per-key API
             self._absent = set()
-            for key in keys:
-                got = disk.get(key)
-                if isinstance(got, bytes):
-                    found[key] = got
+            try:
+                for key in keys:
+                    got = disk.get(key)
+                    if isinstance(got, bytes):
+                        found[key] = got
+            except sqlite3.Error as exc:
+                self._drop_disk(exc)
+                return {}
         return found
 
     def _disk_set_many(self, disk, items: list, ttl: float, now: float, absent=None) -> None:
@@ -230,16 +318,26 @@ class ClassifierCache:
                     for k, v in part:
                         args += (k, now, expire, now, v)
                     con.execute(_insert_sql(len(part)), args)
+        except sqlite3.Error as exc:
+            self._drop_disk(exc)
+            return
         except Exception:  # noqa: BLE001 - fall back to the public API
-            with disk.transact():
-                for key, value in items:
-                    disk.set(key, value, expire=ttl)
+            try:
+                with disk.transact():
+                    for key, value in items:
+                        disk.set(key, value, expire=ttl)
+            except sqlite3.Error as exc:
+                self._drop_disk(exc)
+                return
         self._absent.difference_update(k for k, _ in items)
         self._written += len(items)
         if self._written >= _CULL_EVERY:
             self._written = 0
-            disk.expire()
-            disk.cull()
+            try:
+                disk.expire()
+                disk.cull()
+            except sqlite3.Error as exc:
+                self._drop_disk(exc)
 
     # -- public -------------------------------------------------------------
 
@@ -275,7 +373,7 @@ class ClassifierCache:
         now = time.time()
         ttl = self.ttls[ns]
         self._lru[ns].put_many(mapping.items(), now + ttl)
-        if ns in self._deferred_ns and self.directory is not None:
+        if ns in self._deferred_ns and self.directory is not None and self.disk_error is None:
             prefix = ns + ":"
             absent = self._absent
             dkeys = [prefix + k for k in mapping]

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "RuleError",
     "ModelError",
+    "CacheWarning",
 ]
 
 
@@ -52,3 +53,9 @@ class RuleError(AtlasError, ValueError):
 
 class ModelError(AtlasError, ValueError):
     """A model file is missing, corrupt or of an unsupported version."""
+
+
+class CacheWarning(UserWarning):
+    """The persistent cache could not be used (a damaged or unreadable
+    database): the run went on without its disk level.  Verdicts are the same
+    with or without a cache, so nothing is lost but speed."""

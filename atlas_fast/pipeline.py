@@ -24,6 +24,7 @@ import signal
 import sqlite3
 import time
 import traceback
+import warnings
 from array import array
 from dataclasses import dataclass, field
 
@@ -34,7 +35,7 @@ from . import __version__
 from ._features import chunk_records
 from ._parser import parse_chunk, parse_message
 from .config import Settings, resolve_settings
-from .errors import AtlasError, InputError
+from .errors import AtlasError, CacheWarning, InputError
 from .migrations import connect, drop_indexes, ensure_indexes
 from .monitor import PerformanceMetrics, ResourceSampler, monitor_operation, store_run_metrics
 from .records import RecordBatch, encode_batch
@@ -121,7 +122,8 @@ def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_ju
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, parent_pid)
+        _work(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk, classifier,
+              parent_pid)
     except BaseException as exc:
         # Bad mail never gets here (it becomes an error row); this is a bug
         # or a resource failure, and the parent must fail the run loudly.
@@ -129,11 +131,16 @@ def _worker_main(slots, task_queue, free_queue, out_queue, ack_queue, leading_ju
         raise SystemExit(1)
 
 
-def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, parent_pid):
+def _work(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk, classifier,
+          parent_pid):
     metrics = PerformanceMetrics.get_instance()
     cache_counts: dict = {}
     # New cache entries go to the writer process, the cache's one writer.
     classifier.cache.defer_disk_writes()
+    # A cache this worker cannot read is reported to the parent, which
+    # warns once for the run (see _Run._cache_report).
+    classifier.cache.warn = False
+    cache_reported = False
     buffers = [memoryview(s) for s in slots]
     chunks = _pause_gc()
     while True:
@@ -190,6 +197,9 @@ def _work(slots, task_queue, free_queue, out_queue, leading_junk, classifier, pa
         deferred = classifier.cache.take_deferred()
         if deferred is not None:
             out_queue.put(("cache", deferred))
+        if classifier.cache.disk_error is not None and not cache_reported:
+            ack_queue.put(("cache-error", classifier.cache.disk_error))
+            cache_reported = True
         # Nothing of this chunk stays alive while the next one is parsed.
         del records, batch, data
 
@@ -584,6 +594,8 @@ class _Run:
         self.committed = 0
         self.done_offset = start_offset
         self.writer_stats: dict = {}
+        self.cache_errors: list[str] = []  # from workers and writer, once each
+        self.cache_dir: str | None = None
         self.rebuild_indexes = False
         self.t_start = time.perf_counter()
         self.metrics = PerformanceMetrics.get_instance()
@@ -626,6 +638,7 @@ class _Run:
             self.splitter.close()
             if ring is not None:
                 ring.close()
+        self._cache_report()
         elapsed = time.perf_counter() - t_start
         summary = self._record_run(status, elapsed)
         close_bar = getattr(self.progress, "close", None)
@@ -648,9 +661,10 @@ class _Run:
         self.free_queue = ctx.Queue()
         parent = os.getpid()
         cache = self.classifier.cache
+        self.cache_dir = cache.directory if cache.enabled else None
         self._writer_setup.begin(
             self.db, self.run_id, self.source, self.start_offset, self.settings.batch_size,
-            self.rebuild_indexes, cache.directory if cache.enabled else None)
+            self.rebuild_indexes, self.cache_dir)
         # Children must not see SIGINT before they have set it to ignored:
         # block it across fork, the child unblocks after installing SIG_IGN.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -757,9 +771,34 @@ class _Run:
                 return "done"
             elif kind == "error":
                 raise AtlasError(f"{self.db}: writer failed: {rest[0]}")
+            elif kind == "cache-error":
+                if rest[0] not in self.cache_errors:
+                    self.cache_errors.append(rest[0])
             elif kind == "worker-error":
                 raise AtlasError(f"{self.source}: a worker failed: {rest[0]}\n{rest[1]}")
             block = False
+
+    def _cache_report(self) -> None:
+        """One CacheWarning for the run when a worker or the writer could
+        not use the cache; a database that fails SQLite's quick_check is
+        set aside so that the next run starts a fresh one."""
+        if not self.cache_errors or self.cache_dir is None:
+            return
+        from .cache import set_aside_damaged
+
+        db = os.path.join(self.cache_dir, "cache.db")
+        try:
+            damaged = set_aside_damaged(self.cache_dir)
+        except OSError as exc:
+            damaged = None
+            self.cache_errors.append(f"{db} could not be set aside: {exc}")
+        if damaged:
+            message = (f"cache {db} is damaged ({damaged}): moved to cache.db.damaged, "
+                       "the next run starts a fresh one")
+        else:
+            message = "cache not used: " + "; ".join(self.cache_errors)
+        warnings.warn(f"{self.source}: {message}; this run went on without it "
+                      "(verdicts are the same)", CacheWarning, stacklevel=4)
 
     def _check_children(self) -> None:
         for p in self.children:

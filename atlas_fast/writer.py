@@ -115,11 +115,13 @@ class _CacheWrites:
     """The classification cache's writes, batched: the writer is the one
     process that writes it during a run (workers only read)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, ack_queue=None):
         self.directory = directory
+        self.ack_queue = ack_queue  # a cache it cannot write is reported there
         self.cache = None
         self.pending: list = []
         self.rows = 0
+        self.reported = False
 
     def add(self, entries) -> None:
         if self.directory is None:
@@ -136,13 +138,17 @@ class _CacheWrites:
             if self.cache is None:
                 from .cache import ClassifierCache
 
-                self.cache = ClassifierCache(self.directory)
+                self.cache = ClassifierCache(self.directory, warn=False)
             try:
                 self.cache.write_deferred(self.pending)
-            except Exception:  # noqa: BLE001 - a cache is never worth failing a run
-                pass
+            except Exception as exc:  # noqa: BLE001 - a cache is never worth failing a run
+                self.cache._drop_disk(exc)
         self.pending = []
         self.rows = 0
+        error = self.cache.disk_error
+        if error is not None and not self.reported and self.ack_queue is not None:
+            self.ack_queue.put(("cache-error", error))
+            self.reported = True
 
     def close(self) -> None:
         self.flush()
@@ -199,7 +205,7 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
         # SQLite's own evaluation of them was ~40 % of the insert's CPU.
         conn.exec("PRAGMA ignore_check_constraints = ON")
         tracker = _ResumeTracker(start_offset)
-        cache_writes = _CacheWrites(cache_dir)
+        cache_writes = _CacheWrites(cache_dir, ack_queue)
         # Received chunks whose rows are not all committed, in arrival order.
         pending: list[RecordCursor] = []
         pending_rows = 0

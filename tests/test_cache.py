@@ -2,7 +2,8 @@ import time
 
 import pytest
 
-from atlas_fast.cache import TTLS, ClassifierCache
+from atlas_fast import CacheWarning
+from atlas_fast.cache import TTLS, ClassifierCache, set_aside_damaged
 
 
 def test_roundtrip_across_instances(tmp_path):
@@ -149,3 +150,70 @@ def test_lru_evicts_the_least_recently_used():
     found = {}
     assert lru.get_many(["c", "e"], 200.0, found) == ["c", "e"] and not found  # expired
     assert list(lru.data) == ["d"]
+
+
+# -- a damaged cache: the run goes on without it -----------------------------
+
+
+def _fill(directory, n):
+    cache = ClassifierCache(directory)
+    cache.set_many("classification", {f"k{i}": ["ham", None, 0.01 * (i % 100)] for i in range(n)})
+    cache.close()
+
+
+def _zero_pages(path, first_page, count, page=4096):
+    with open(path, "r+b") as fh:
+        fh.seek(first_page * page)
+        fh.write(b"\0" * page * count)
+
+
+def test_a_file_that_is_not_a_database_is_a_warning_not_a_failure(tmp_path):
+    (tmp_path / "cache.db").write_bytes(b"not a database, just text " * 400)
+    cache = ClassifierCache(tmp_path)
+    with pytest.warns(CacheWarning, match=r"cache\.db: DatabaseError: file is not a database"):
+        assert cache.get_many("classification", ["a", "b"]) == {}
+    assert "file is not a database" in cache.disk_error
+    # Once dropped, the disk level stays dropped: no second warning (the
+    # suite turns warnings into errors), lookups miss, writes go to the LRU.
+    cache.set_many("classification", {"a": ["spam", "phishing", 0.99]})
+    assert cache.get_many("classification", ["a", "c"]) == {"a": ["spam", "phishing", 0.99]}
+    assert cache.stats()["classification"] == {"hits": 1, "lru_hits": 1, "disk_hits": 0,
+                                               "misses": 3}
+    cache.close()
+
+
+def test_damaged_pages_never_give_wrong_values(tmp_path):
+    """Zeroed pages inside the database: each lookup either finds what was
+    stored or misses; the first SQLite error drops the disk level."""
+    _fill(tmp_path, 3000)
+    _zero_pages(tmp_path / "cache.db", 20, 8)
+    cache = ClassifierCache(tmp_path, warn=False)
+    keys = [f"k{i}" for i in range(3000)]
+    got = cache.get_many("classification", keys)
+    assert all(got[k] == ["ham", None, 0.01 * (int(k[1:]) % 100)] for k in got)
+    assert cache.disk_error is not None and "malformed" in cache.disk_error
+    assert cache.get_many("classification", keys[:5]) == {k: got[k] for k in keys[:5] if k in got}
+    cache.close()
+
+
+def test_set_aside_damaged_moves_only_a_database_that_fails_its_check(tmp_path):
+    assert set_aside_damaged(tmp_path) is None  # no database at all
+    _fill(tmp_path, 200)
+    assert set_aside_damaged(tmp_path) is None
+    assert (tmp_path / "cache.db").exists() and not (tmp_path / "cache.db.damaged").exists()
+    (tmp_path / "cache.db").write_bytes(b"\x13" * 8192)
+    assert set_aside_damaged(tmp_path) == "file is not a database"
+    assert not (tmp_path / "cache.db").exists()
+    assert (tmp_path / "cache.db.damaged").read_bytes() == b"\x13" * 8192
+    # A fresh cache takes its place.
+    _fill(tmp_path, 10)
+    assert ClassifierCache(tmp_path).get_many("classification", ["k3"]) == {"k3": ["ham", None, 0.03]}
+
+
+def test_a_cache_directory_that_cannot_be_created_is_a_warning(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory would go")
+    cache = ClassifierCache(blocker / "cache")
+    with pytest.warns(CacheWarning, match="cache not used"):
+        cache.set_many("domain", {"mail.example.com": "example.com"})
+    assert cache.get_many("domain", ["mail.example.com"]) == {"mail.example.com": "example.com"}

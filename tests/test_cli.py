@@ -74,3 +74,19 @@ def test_bad_model_file_is_a_clear_error(tmp_path):
     res = run("process", str(SAMPLE), "--db", str(tmp_path / "x.sqlite"), "--model", str(bad), "-q")
     assert res.returncode == 2
     assert "bad.bin" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_damaged_cache_is_a_one_line_warning(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "cache.db").write_bytes(b"garbage" * 1000)
+    res = run("process", str(SAMPLE), "--db", str(tmp_path / "s.sqlite"), "--workers", "1",
+              "--cache-dir", str(cache), "-q")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        f"atlas-fast: warning: {SAMPLE}: cache {cache / 'cache.db'} is damaged (file is not a "
+        "database): moved to cache.db.damaged, the next run starts a fresh one; this run went "
+        "on without it (verdicts are the same)"]
+    conn = sqlite3.connect(tmp_path / "s.sqlite")
+    assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 6
+    conn.close()

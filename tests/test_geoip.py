@@ -1,6 +1,7 @@
 """The compact country table answers as geoip2fast itself does."""
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -8,7 +9,17 @@ import pytest
 from atlas_fast.enrich import country_of
 from atlas_fast.geoip import CountryTable
 
+# Importing geoip2fast sets PYTHONWARNINGS=ignore and PYTHONIOENCODING in
+# os.environ, which every later subprocess of the session would inherit
+# (the CLI tests' warnings vanished).  atlas_fast never imports it: it
+# reads the database file only (atlas_fast/geoip.py).
+_saved = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "PYTHONIOENCODING")}
 geoip2fast = pytest.importorskip("geoip2fast")
+for _key, _value in _saved.items():
+    if _value is None:
+        os.environ.pop(_key, None)
+    else:
+        os.environ[_key] = _value
 
 SEED = 20261129
 

@@ -325,3 +325,36 @@ def test_persistent_cache_filled_by_one_run_serves_the_next(tmp_path):
     assert runs["cold:cache"]["classification"] == (0, 385)
     assert runs["warm:cache"]["classification"] == (385, 0)
     assert runs["cold"] == runs["warm"] == runs["off"]
+
+
+def test_a_damaged_cache_warns_once_and_changes_no_verdict(tmp_path):
+    """Workers and writer go on without a cache they cannot read; the
+    parent warns once, sets the database aside, and the next run starts a
+    fresh cache.  Every row is the one a run without a cache stores."""
+    mbox = corpus_file("spamassassin-test-spam.mbox.gz")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "cache.db").write_bytes(b"\xff" * 16384)
+    query = 'SELECT "offset", label, category, score, rule_id, decided_by FROM messages ORDER BY "offset"'
+    with pytest.warns(atlas_fast.CacheWarning) as caught:
+        process_mbox(mbox, tmp_path / "damaged.sqlite", workers=2, cache=cache)
+    assert len(caught) == 1
+    assert str(caught[0].message) == (
+        f"{mbox}: cache {cache / 'cache.db'} is damaged (file is not a database): moved to "
+        "cache.db.damaged, the next run starts a fresh one; this run went on without it "
+        "(verdicts are the same)")
+    assert (cache / "cache.db.damaged").read_bytes() == b"\xff" * 16384
+    process_mbox(mbox, tmp_path / "off.sqlite", workers=2, cache=False)
+    process_mbox(mbox, tmp_path / "fresh.sqlite", workers=2, cache=cache)  # no warning
+    got = {}
+    for name in ("damaged", "off", "fresh"):
+        conn = sqlite3.connect(tmp_path / f"{name}.sqlite")
+        got[name] = conn.execute(query).fetchall()
+        conn.close()
+    assert len(got["off"]) == 385
+    assert got["damaged"] == got["off"] == got["fresh"]
+    warm = process_mbox(mbox, tmp_path / "warm.sqlite", workers=2, cache=cache)
+    assert warm.messages == 385
+    conn = sqlite3.connect(tmp_path / "warm.sqlite")
+    assert conn.execute("SELECT count(*) FROM messages WHERE decided_by = 'cache'").fetchone()[0] == 385
+    conn.close()
