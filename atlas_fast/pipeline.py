@@ -156,7 +156,7 @@ def _work(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk, cla
             out_queue.put(encode_batch(RecordBatch(-1, 0, 0, [], metrics.drain_delta())))
             classifier.close()
             return
-        seq, slot_ref, base, nbytes, starts_raw = task
+        seq, slot_ref, base, nbytes, starts_raw, cut_short = task
         starts = array("q")
         starts.frombytes(starts_raw)
         ends = _ranges(starts, nbytes)
@@ -170,10 +170,9 @@ def _work(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk, cla
             with monitor_operation("parse", "chunk"):
                 parsed = _parse_slot(buf, starts, ends)
             if base == 0 and leading_junk and starts[0] == 0:
-                first = parsed[0]
-                if not isinstance(first, Exception):
-                    reason = "no mbox envelope line before this text"
-                    first.error = reason if first.error is None else f"{reason}; {first.error}"
+                _flag(parsed[0], "no mbox envelope line before this text")
+            if cut_short:  # the input broke inside the chunk's last message
+                _flag(parsed[-1], cut_short)
         finally:
             buf.release()
             if extra is not None:
@@ -202,6 +201,12 @@ def _work(slots, task_queue, free_queue, out_queue, ack_queue, leading_junk, cla
             cache_reported = True
         # Nothing of this chunk stays alive while the next one is parsed.
         del records, batch, data
+
+
+def _flag(message, reason: str) -> None:
+    """Put ``reason`` first in a parsed message's ``error``."""
+    if not isinstance(message, Exception):
+        message.error = reason if message.error is None else f"{reason}; {message.error}"
 
 
 def _pause_gc() -> int:
@@ -622,6 +627,12 @@ class _Run:
             self._start_sampler()
             self._feed(ring)
             self._finish_children()
+            damage = self.splitter.damage
+            if damage is not None:
+                # Every message before the damage is stored; the run fails.
+                stored = ("; the messages before it are stored, the last one cut short"
+                          if damage.offset > self.start_offset else "")
+                raise InputError(damage.path, damage.reason + stored, damage.offset)
         except (KeyboardInterrupt, _Interrupted) as exc:
             status, error = "interrupted", exc
             self._drain_after_interrupt()
@@ -718,13 +729,18 @@ class _Run:
                 if got is None:
                     self.free_queue.put(slot)
                     break
+                # The chunk a damaged stream ends in: its last message is
+                # cut short there (the run fails once all are stored).
+                damage = self.splitter.damage
+                cut_short = (f"cut short: the input breaks off at byte {damage.offset}"
+                             if damage is not None and self.splitter.done else None)
                 if isinstance(got, Oversized):
                     self.free_queue.put(slot)
                     name = ring.oversized(got.data)
                     starts = array("q", [0])
-                    task = (seq, name, got.base, len(got.data), starts.tobytes())
+                    task = (seq, name, got.base, len(got.data), starts.tobytes(), cut_short)
                 else:
-                    task = (seq, slot, got.base, got.nbytes, got.starts.tobytes())
+                    task = (seq, slot, got.base, got.nbytes, got.starts.tobytes(), cut_short)
                     # The splitter keeps what it read past the last whole
                     # message in its own buffer: the parent is done with
                     # the slot's pages.

@@ -11,6 +11,12 @@ memory, and no Python code runs per line or per message.
 
 Offsets are positions in the *decompressed* stream, so a ``.gz`` mbox and the
 same mbox uncompressed give the same offsets.
+
+A compressed stream that is corrupt or ends early (an interrupted download or
+copy) is read up to the last byte it gives: the messages before the damage are
+returned as usual, the one the damage cuts short ends there, and
+:attr:`MboxSplitter.damage` holds the :class:`InputError` (file and byte
+offset) for the caller to raise once they are stored.
 """
 from __future__ import annotations
 
@@ -46,6 +52,39 @@ class Oversized:
 
     base: int
     data: bytearray
+
+
+def _inflate(path: str, start: int):
+    """The decompressed bytes of the gzip file ``path`` from stream offset
+    ``start`` on, in pieces, member after member (zero padding between
+    members skipped, as ``gzip`` does).  Raises EOFError where the file ends
+    inside a member and zlib.error at corrupt data (a failed CRC included),
+    after every byte before it."""
+    skip = start
+    with open(path, "rb") as fh:
+        inflater, begun, pending = zlib.decompressobj(31), False, b""
+        while True:
+            if not begun:
+                pending = pending.lstrip(b"\0")
+            if not pending:
+                pending = fh.read(1 << 16)
+                if not pending:
+                    if begun:
+                        raise EOFError("compressed file ended before the end-of-stream marker "
+                                       "was reached")
+                    return
+                continue
+            out = inflater.decompress(pending, 1 << 16)
+            begun = True
+            pending = inflater.unconsumed_tail
+            if inflater.eof:
+                pending = inflater.unused_data + pending
+                inflater, begun = zlib.decompressobj(31), False
+            if skip:
+                cut = min(skip, len(out))
+                out, skip = out[cut:], skip - cut
+            if out:
+                yield out
 
 
 def _open_stream(path: str):
@@ -88,14 +127,25 @@ class MboxSplitter:
     Raises
     ------
     InputError
-        The file is missing, unreadable or a corrupt compressed stream.
+        The file is missing or unreadable.
     NotAnMboxError
         No message start in the first 64 KiB.
+
+    Attributes
+    ----------
+    damage : InputError or None
+        Set when the stream could not be read to its end (a corrupt or
+        truncated ``.gz``, a read error): the stream then ends at the last
+        byte read, and this error names the file and that offset.
     """
 
     def __init__(self, path, start_offset: int = 0, fingerprint: str | None = None):
         self.path = os.fspath(path)
         self._stream, self._raw, self.compressed = _open_stream(self.path)
+        self.damage: InputError | None = None
+        self._read_total = 0  # stream offset of the next byte _read_into gives
+        self._salvage = None  # after a failed read: _inflate from there on
+        self._salvage_tail = b""
         try:
             self.input_size = os.fstat(self._raw.fileno()).st_size
             head = self._read_exact(SNIFF_BYTES)
@@ -121,14 +171,57 @@ class MboxSplitter:
     # -- reading ---------------------------------------------------------
 
     def _read_into(self, view: memoryview) -> int:
+        if self.damage is not None:
+            return 0  # the stream ends where it broke
         try:
-            n = self._stream.readinto(view)
+            if self._salvage is not None:
+                n = self._salvage_into(view)
+            else:
+                n = self._stream.readinto(view) or 0
         except (EOFError, zlib.error, OSError) as exc:
-            where = self._pos + len(self._carry)
-            raise InputError(
-                self.path, f"corrupt or truncated compressed stream: {exc}", where
-            ) from None
-        return n or 0
+            n = self._recover(view, exc)
+        self._read_total += n
+        return n
+
+    def _recover(self, view: memoryview, exc: BaseException) -> int:
+        """After a failed read: what the stream holds before the failure,
+        into ``view``; records :attr:`damage` where it ends.
+
+        A buffered read that fails part-way loses what it had read, and
+        gzip readers drop the last block they inflated before an early
+        end, so a compressed file is inflated again with zlib from its
+        start up to where this read began (a cost paid on the failure path
+        only), then read on from there to the last byte it gives."""
+        start = self._read_total
+        if not self.compressed or self._salvage is not None:
+            return self._broken(exc, start)
+        self._salvage = _inflate(self.path, start)
+        self._salvage_tail = b""
+        try:
+            return self._salvage_into(view)
+        except (EOFError, zlib.error, OSError) as again:
+            return self._broken(again, start)
+
+    def _salvage_into(self, view: memoryview) -> int:
+        got = 0
+        try:
+            while got < len(view):
+                piece = self._salvage_tail or next(self._salvage, b"")
+                if not piece:
+                    break
+                k = min(len(piece), len(view) - got)
+                view[got : got + k] = piece[:k]
+                self._salvage_tail = piece[k:]
+                got += k
+        except (EOFError, zlib.error, OSError) as exc:
+            self._broken(exc, self._read_total + got)
+        return got
+
+    def _broken(self, exc: BaseException, where: int) -> int:
+        what = "corrupt or truncated compressed stream" if self.compressed else "read error"
+        if self.damage is None:
+            self.damage = InputError(self.path, f"{what}: {exc}", where)
+        return 0
 
     def _read_exact(self, size: int) -> bytes:
         buf = bytearray(size)
@@ -171,6 +264,7 @@ class MboxSplitter:
             to_skip = offset - len(head)
             if not self.compressed:
                 self._stream.seek(offset)
+                self._read_total = offset
             else:
                 scratch = memoryview(bytearray(1 << 20))
                 while to_skip > 0:
@@ -305,13 +399,17 @@ def split_mbox(path, slot_size: int = 4 << 20):
     A convenience for tools and tests (training, evaluation); the pipeline
     uses :class:`MboxSplitter` with shared-memory slots instead.  Each
     ``raw_bytes`` includes the envelope line and the trailing blank line,
-    exactly as the pipeline's workers see it.
+    exactly as the pipeline's workers see it.  A damaged stream
+    (:attr:`MboxSplitter.damage`) raises its InputError after the messages
+    read before the damage.
     """
     slot = memoryview(bytearray(slot_size))
     with MboxSplitter(path) as splitter:
         while True:
             got = splitter.fill(slot)
             if got is None:
+                if splitter.damage is not None:
+                    raise splitter.damage  # after every message before it
                 return
             if isinstance(got, Oversized):
                 yield got.base, bytes(got.data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import os
 import sqlite3
+import zlib
 
 import psutil
 import pytest
@@ -209,6 +210,35 @@ def test_nothing_left_behind_after_normal_and_failed_runs(tmp_path, tmp_db):
     stored = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
     conn.close()
     assert status == "failed" and n == stored
+
+
+def test_a_truncated_gzip_stores_every_message_before_the_cut(tmp_path):
+    """An interrupted download: the messages before the cut are stored, the
+    last one with an error saying where it was cut, and the run fails with
+    the file and offset; a rerun resumes there and stores nothing twice."""
+    plain = mbox_bytes(*[simple_message(i, "q" * (i * 53 % 4000)) for i in range(2000)])
+    data = gzip.compress(plain)
+    cut = tmp_path / "cut.mbox.gz"
+    cut.write_bytes(data[: len(data) * 3 // 5])
+    inflater = zlib.decompressobj(31)
+    prefix = inflater.decompress(cut.read_bytes())
+    n = prefix.count(b"\n\nFrom ") + 1
+    db = tmp_path / "cut.sqlite"
+    for attempt in range(2):
+        with pytest.raises(InputError, match=(
+                rf"cut\.mbox\.gz: corrupt or truncated compressed stream: compressed file ended "
+                rf".*\(byte {len(prefix)}\)$")):
+            process_mbox(cut, db, workers=2)
+        got = rows(db)
+        assert len(got) == n and len({r["offset"] for r in got}) == n
+        assert all(r["error"] is None for r in got[:-1])
+        assert got[-1]["error"].startswith(f"cut short: the input breaks off at byte {len(prefix)}")
+        assert got[-1]["offset"] + got[-1]["length"] == len(prefix)
+        assert [r["message_id"] for r in got[:-1]] == [f"<msg-{i}@example.com>" for i in range(n - 1)]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT status, messages FROM runs ORDER BY run_id").fetchall() == [
+        ("failed", n), ("failed", 0)]
+    conn.close()
 
 
 def test_memory_limit_shrinks_slots():

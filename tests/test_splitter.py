@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import mailbox
 import random
+import zlib
 
 import pytest
 
@@ -138,11 +139,86 @@ def test_missing_file_and_directory(tmp_path):
         MboxSplitter(tmp_path)
 
 
-def test_truncated_gzip_names_file_and_offset(tmp_path):
-    data = gzip.compress(mbox_bytes(*[simple_message(i, "y" * 5000) for i in range(200)]))
+def _inflatable_prefix(data: bytes) -> bytes:
+    """All that zlib can inflate of a (possibly cut) gzip file, member
+    after member."""
+    out = []
+    while data:
+        inflater = zlib.decompressobj(31)
+        try:
+            out.append(inflater.decompress(data))
+        except zlib.error:
+            break
+        if not inflater.eof:
+            break
+        data = inflater.unused_data.lstrip(b"\0")
+    return b"".join(out)
+
+
+def split_mbox_bytes(data: bytes):
+    starts = [0] + [i + 2 for i in range(len(data)) if data.startswith(b"\n\nFrom ", i)]
+    return [(s, data[s:e]) for s, e in zip(starts, starts[1:] + [len(data)])]
+
+
+@pytest.mark.parametrize("slot_size", [1 << 12, 1 << 16, 4 << 20])
+@pytest.mark.parametrize("cut", [0.02, 0.5, 0.97])
+def test_a_truncated_gzip_gives_every_byte_before_the_cut(tmp_path, cut, slot_size):
+    """Messages before the cut come out whole, the last one ends at the
+    cut, and then the error names the file and that offset."""
+    plain = mbox_bytes(*[simple_message(i, "y" * (i * 37 % 5000)) for i in range(300)])
+    data = gzip.compress(plain)
     path = tmp_path / "cut.mbox.gz"
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match=r"cut\.mbox\.gz: corrupt or truncated compressed stream.*\(byte \d+\)"):
+    path.write_bytes(data[: int(len(data) * cut)])
+    prefix = _inflatable_prefix(path.read_bytes())
+    assert 0 < len(prefix) < len(plain) and plain.startswith(prefix)
+    got = []
+    with pytest.raises(InputError, match=rf"cut\.mbox\.gz: corrupt or truncated compressed stream: "
+                                         rf"compressed file ended .*\(byte {len(prefix)}\)$"):
+        for offset, raw in split_mbox(path, slot_size=slot_size):
+            got.append((offset, raw))
+    assert b"".join(raw for _, raw in got) == prefix
+    assert [o for o, _ in got] == [o for o, _ in split_mbox_bytes(prefix)]
+
+
+def test_a_cut_in_a_later_gzip_member(tmp_path):
+    """Concatenated members (gzip -c a >> f; gzip -c b >> f), zero padding
+    between them, the second cut short."""
+    one = mbox_bytes(*[simple_message(i) for i in range(50)])
+    two = mbox_bytes(*[simple_message(i, "z" * 900) for i in range(50, 120)])
+    second = gzip.compress(two)
+    path = tmp_path / "members.mbox.gz"
+    path.write_bytes(gzip.compress(one) + b"\0" * 64 + second[: len(second) * 2 // 3])
+    prefix = _inflatable_prefix(path.read_bytes())
+    assert prefix.startswith(one) and len(prefix) > len(one)
+    with pytest.raises(InputError, match=rf"\(byte {len(prefix)}\)$"):
+        list(split_mbox(path, slot_size=1 << 12))
+    got = []
+    splitter = MboxSplitter(path)
+    slot = memoryview(bytearray(1 << 14))
+    while (chunk := splitter.fill(slot)) is not None:
+        got.append(bytes(slot[: chunk.nbytes]) if isinstance(chunk, Chunk) else bytes(chunk.data))
+    splitter.close()
+    assert b"".join(got) == prefix
+    assert splitter.damage.offset == len(prefix)
+
+
+def test_corrupt_gzip_data_ends_the_stream_with_an_error(tmp_path):
+    data = bytearray(gzip.compress(mbox_bytes(*[simple_message(i, "w" * 3000) for i in range(200)])))
+    data[len(data) // 2 : len(data) // 2 + 16] = b"\xff" * 16
+    path = tmp_path / "bad.mbox.gz"
+    path.write_bytes(bytes(data))
+    offsets = []
+    with pytest.raises(InputError, match=r"bad\.mbox\.gz: corrupt or truncated compressed stream: "
+                                         r".*\(byte \d+\)$"):
+        for offset, _raw in split_mbox(path):
+            offsets.append(offset)
+    assert offsets and offsets[0] == 0
+
+
+def test_not_gzip_data_after_the_magic_bytes(tmp_path):
+    path = tmp_path / "fake.mbox.gz"
+    path.write_bytes(b"\x1f\x8b" + bytes(range(256)) * 4)
+    with pytest.raises(InputError, match=r"fake\.mbox\.gz: corrupt or truncated .*\(byte 0\)$"):
         list(split_mbox(path))
 
 
