@@ -112,7 +112,11 @@ cdef extern from "Python.h":
 # To, 20 % of spam_2) [3, 98.48] [7, 98.41] [4, 98.35] [1, 98.68] (15 FP,
 # 98.47 %); the HTML part's text instead of a text/plain part with under
 # half its words ("view this in HTML" stubs, 52 train messages) [2, 98.35]
-# [11, 98.54] [3, 98.35] [1, 98.54] (17 FP, 98.44 %).
+# [11, 98.54] [3, 98.35] [1, 98.54] (17 FP, 98.44 %); the sender's
+# identity (the whole From address, the Return-Path's and the Message-ID's
+# registered domains) [2, 98.28] [9, 98.41] [3, 98.28] [2, 98.61] (16 FP,
+# 98.39 %; it also learns collection artefacts such as csmining.org
+# Message-IDs).
 # Cross-era check (session 14, a prototype of tools/cross_era.py that
 # scores raw margins): the shipped procedure trained on the SpamAssassin
 # train files (2002) and scored on the CSDMC2010 ones (2009-2010), URL
