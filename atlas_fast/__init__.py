@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 from .errors import (
     AtlasError, CacheWarning, ConfigError, InputError, NotAnMboxError, RuleError, SourceChangedError,
+    StorageError,
 )
 from .pipeline import RunSummary, process_mbox
 
@@ -65,5 +66,6 @@ __all__ = [
     "SourceChangedError",
     "ConfigError",
     "RuleError",
+    "StorageError",
     "CacheWarning",
 ]

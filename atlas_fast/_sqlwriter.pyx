@@ -27,6 +27,8 @@ from cpython.long cimport PyLong_AsLongLong
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.string cimport memcmp
 
+from atlas_fast.errors import StorageError
+
 
 cdef inline int _bind(BulkConnection conn, sqlite3_stmt *stmt, int i, object value) except -1:
     cdef Py_ssize_t n
@@ -259,7 +261,7 @@ cdef class BulkConnection:
 
     cdef int _check(self, int rc, str what) except -1:
         if rc != SQLITE_OK and rc != SQLITE_DONE and rc != SQLITE_ROW:
-            raise RuntimeError(f"{self.path}: {what}: {sqlite3_errmsg(self.db).decode('utf-8', 'replace')} (code {rc})")
+            raise StorageError(f"{self.path}: {what}: {sqlite3_errmsg(self.db).decode('utf-8', 'replace')} (code {rc})")
         return 0
 
     cdef sqlite3_stmt *_prepare(self, str sql) except NULL:
@@ -285,7 +287,7 @@ cdef class BulkConnection:
         if rc != SQLITE_OK:
             msg = err.decode("utf-8", "replace") if err else "error"
             sqlite3_free(err)
-            raise RuntimeError(f"{self.path}: {msg} (code {rc})")
+            raise StorageError(f"{self.path}: {msg} (code {rc})")
 
     cpdef long long execute(self, str sql, tuple params=()) except -1:
         """Run one statement with parameters; returns the rows it changed."""

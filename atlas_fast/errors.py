@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "RuleError",
     "ModelError",
+    "StorageError",
     "CacheWarning",
 ]
 
@@ -53,6 +54,12 @@ class RuleError(AtlasError, ValueError):
 
 class ModelError(AtlasError, ValueError):
     """A model file is missing, corrupt or of an unsupported version."""
+
+
+class StorageError(AtlasError, RuntimeError):
+    """The output database could not be written: a full disk, an I/O error,
+    a lock held past the timeout.  What was committed stays, and a rerun
+    resumes after it."""
 
 
 class CacheWarning(UserWarning):

@@ -613,7 +613,8 @@ def store_run_metrics(conn, run_id: int, stats: dict | None = None, sampler: Res
             " VALUES (?, ?, ?, ?, ?, ?)", throughput_rows)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite ends it itself on some errors (a full disk)
+            conn.execute("ROLLBACK")
         raise
 
 

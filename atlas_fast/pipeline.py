@@ -35,7 +35,7 @@ from . import __version__
 from ._features import chunk_records
 from ._parser import parse_chunk, parse_message
 from .config import Settings, resolve_settings
-from .errors import AtlasError, CacheWarning, InputError
+from .errors import AtlasError, CacheWarning, InputError, StorageError
 from .migrations import connect, drop_indexes, ensure_indexes
 from .monitor import PerformanceMetrics, ResourceSampler, monitor_operation, store_run_metrics
 from .records import RecordBatch, encode_batch
@@ -651,7 +651,14 @@ class _Run:
                 ring.close()
         self._cache_report()
         elapsed = time.perf_counter() - t_start
-        summary = self._record_run(status, elapsed)
+        try:
+            summary = self._record_run(status, elapsed)
+        except (sqlite3.Error, StorageError) as exc:
+            # The disk that failed the run can fail its record too: the
+            # first error is the one to report.
+            if status == "failed":
+                raise error from None
+            raise StorageError(f"{self.db}: cannot record the run: {exc}") from None
         close_bar = getattr(self.progress, "close", None)
         if close_bar is not None:
             set_messages = getattr(self.progress, "set_messages")
@@ -786,7 +793,13 @@ class _Run:
                 self.done_offset = self.writer_stats["done_offset"]
                 return "done"
             elif kind == "error":
-                raise AtlasError(f"{self.db}: writer failed: {rest[0]}")
+                message, trace = rest
+                if trace is None:  # the database or its disk: say what stays
+                    where = "" if message.startswith(self.db) else f"{self.db}: "
+                    raise StorageError(
+                        f"{where}{message}; {self.committed} messages of this run are "
+                        f"committed, rerun to resume at byte {self.done_offset}")
+                raise AtlasError(f"{self.db}: writer failed: {message}\n{trace}")
             elif kind == "cache-error":
                 if rest[0] not in self.cache_errors:
                     self.cache_errors.append(rest[0])

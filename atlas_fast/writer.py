@@ -14,11 +14,13 @@ from __future__ import annotations
 import gc
 import os
 import queue as queue_module
+import sqlite3
 import time
 import traceback
 from datetime import datetime, timezone
 
 from ._sqlwriter import BulkConnection, RecordCursor, RecordLayout
+from .errors import StorageError
 from .migrations import MESSAGE_CHECKS, ensure_indexes
 from .monitor import PerformanceMetrics, monitor_operation
 from .records import ROW_COLUMNS, WIRE_KINDS, decode_batch, decode_metrics, encode_batch
@@ -290,6 +292,9 @@ def run_writer(db_path, run_id, source, start_offset, batch_size, in_queue, ack_
             pass  # a reader holds it open: SQLite checkpoints later
         conn.close()
         ack_queue.put(("done", stats.as_dict(), metrics.drain_delta()))
+    except (StorageError, sqlite3.Error) as exc:  # the database or its disk, not a bug
+        ack_queue.put(("error", str(exc), None))
+        raise SystemExit(1)
     except BaseException as exc:  # report, then let the parent decide
-        ack_queue.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        ack_queue.put(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         raise SystemExit(1)

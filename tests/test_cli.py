@@ -1,4 +1,5 @@
 """The atlas-fast command line, run as a user would."""
+import re
 import sqlite3
 import subprocess
 import sys
@@ -90,3 +91,38 @@ def test_a_damaged_cache_is_a_one_line_warning(tmp_path):
     conn = sqlite3.connect(tmp_path / "s.sqlite")
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 6
     conn.close()
+
+
+def test_a_full_disk_is_a_one_line_error_and_a_rerun_resumes(tmp_path):
+    """A file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) makes SQLite's
+    writes fail as on a full disk: one line naming the database and what
+    stays committed, exit 2; a rerun without the limit finishes the file
+    and stores nothing twice."""
+    import resource
+    import signal
+
+    from conftest import MANIFEST_COUNTS, corpus_file
+
+    mbox = corpus_file("spamassassin-train-ham.mbox.gz")
+    db = tmp_path / "mail.sqlite"
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    res = run("process", str(mbox), "--db", str(db), "--no-cache", "-q", preexec_fn=limit)
+    assert res.returncode == 2, res.stderr
+    line, = res.stderr.splitlines()
+    assert re.fullmatch(
+        rf"atlas-fast: error: {re.escape(str(db))}: (disk I/O error|database or disk is full) "
+        r"\(code \d+\); \d+ messages of this run are committed, rerun to resume at byte \d+", line)
+    committed = int(re.search(r"; (\d+) messages", line).group(1))
+    assert 0 < committed < MANIFEST_COUNTS["spamassassin-train-ham.mbox.gz"]
+    res = run("process", str(mbox), "--db", str(db), "--no-cache", "-q")
+    assert res.returncode == 0, res.stderr
+    conn = sqlite3.connect(db)
+    total, distinct = conn.execute('SELECT count(*), count(DISTINCT "offset") FROM messages').fetchone()
+    runs = conn.execute("SELECT status, messages FROM runs ORDER BY run_id").fetchall()
+    conn.close()
+    assert total == distinct == MANIFEST_COUNTS["spamassassin-train-ham.mbox.gz"]
+    assert runs[0] == ("failed", committed) and runs[-1][0] == "done"
