@@ -60,6 +60,18 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _cache_line(summary) -> str:
+    """The run's cache lookups: verdicts, then the enrichment namespaces."""
+    if summary.settings.get("cache") is False:
+        return "off"
+    counts = summary.cache
+    verdicts = counts.get("classification", {"hits": 0, "misses": 0})
+    hits = sum(c["hits"] for ns, c in counts.items() if ns != "classification")
+    misses = sum(c["misses"] for ns, c in counts.items() if ns != "classification")
+    return (f"verdicts {verdicts['hits']:,} hits, {verdicts['misses']:,} misses; "
+            f"enrichment {hits:,} hits, {misses:,} misses")
+
+
 def _summary_table(summary) -> str:
     rows = [
         ("source", summary.source),
@@ -74,6 +86,7 @@ def _summary_table(summary) -> str:
         ("elapsed", f"{summary.elapsed_s:.2f} s"),
         ("throughput", f"{summary.msgs_per_sec:,.0f} msg/s"),
     ]
+    rows.append(("cache", _cache_line(summary)))
     if summary.resumed_from:
         rows.insert(4, ("resumed at byte", f"{summary.resumed_from:,}"))
     width = max(len(k) for k, _ in rows)

@@ -59,6 +59,10 @@ class RunSummary:
 
     ``messages``, ``spam``, ``ham`` and ``errors`` count the messages this run
     stored; a resumed run does not count again what an earlier run stored.
+    ``cache`` holds this run's cache lookups per namespace, ``{namespace:
+    {"hits": n, "misses": m}}``: ``classification`` for the verdicts, and
+    the enrichment namespaces (``domain``, ``geographic``, ``auth``) for the
+    lookups that each worker's own memo of them did not answer.
     """
 
     run_id: int
@@ -74,6 +78,7 @@ class RunSummary:
     resumed_from: int
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
 
     @property
     def msgs_per_sec(self) -> float:
@@ -938,6 +943,8 @@ class _Run:
             bytes=self.done_offset - self.start_offset, elapsed_s=elapsed,
             resumed_from=self.start_offset, settings=self.settings.as_dict(),
             timings=timings, **counts,
+            cache={ns: {"hits": c["hits"], "misses": c["misses"]}
+                   for ns, c in stats.get("cache", {}).items()},
         )
 
 

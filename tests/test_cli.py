@@ -18,6 +18,14 @@ def test_process_prints_a_summary(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "messages" in res.stdout and " 6" in res.stdout
     assert "100.0%" in res.stderr  # the progress bar's last line
+    # The default cache (empty: see conftest), its lookups in the summary.
+    assert res.stdout.splitlines()[-1].split(None, 1) == [
+        "cache", "verdicts 0 hits, 6 misses; enrichment 0 hits, 6 misses"]
+    res = run("process", str(SAMPLE), "--db", str(tmp_path / "again.sqlite"), "-q")
+    assert res.stdout.splitlines()[-1].split(None, 1) == [
+        "cache", "verdicts 6 hits, 0 misses; enrichment 0 hits, 0 misses"]
+    res = run("process", str(SAMPLE), "--db", str(tmp_path / "off.sqlite"), "-q", "--no-cache")
+    assert res.stdout.splitlines()[-1].split() == ["cache", "off"]
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 6
     conn.close()

@@ -342,6 +342,7 @@ def test_persistent_cache_filled_by_one_run_serves_the_next(tmp_path):
                          ("off", dict(cache=False))):
         db = tmp_path / f"{name}.sqlite"
         summary = process_mbox(mbox, db, workers=2, **kwargs)
+        runs[name + ":summary"] = summary.cache.get("classification")
         conn = sqlite3.connect(db)
         runs[name] = conn.execute(
             'SELECT "offset", label, category, score, rule_id, reasons, registered_domain,'
@@ -354,6 +355,9 @@ def test_persistent_cache_filled_by_one_run_serves_the_next(tmp_path):
         assert summary.messages == len(runs[name]) == 385
     assert runs["cold:cache"]["classification"] == (0, 385)
     assert runs["warm:cache"]["classification"] == (385, 0)
+    # The run summary reports the same counts.
+    assert runs["cold:summary"] == {"hits": 0, "misses": 385}
+    assert runs["warm:summary"] == {"hits": 385, "misses": 0}
     assert runs["cold"] == runs["warm"] == runs["off"]
 
 
