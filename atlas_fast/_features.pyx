@@ -116,7 +116,9 @@ cdef extern from "Python.h":
 # identity (the whole From address, the Return-Path's and the Message-ID's
 # registered domains) [2, 98.28] [9, 98.41] [3, 98.28] [2, 98.61] (16 FP,
 # 98.39 %; it also learns collection artefacts such as csmining.org
-# Message-IDs).
+# Message-IDs); crude suffix stripping of subject and body words (-s, -es,
+# -ed, -ing, -ly) [6, 98.28] [10, 98.35] [8, 98.21] [5, 98.41] (29 FP,
+# 98.31 %): inflections tell ham from spam.
 # Cross-era check (session 14, a prototype of tools/cross_era.py that
 # scores raw margins): the shipped procedure trained on the SpamAssassin
 # train files (2002) and scored on the CSDMC2010 ones (2009-2010), URL
