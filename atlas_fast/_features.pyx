@@ -122,7 +122,9 @@ cdef extern from "Python.h":
 # as tokens of their own (``capsubj:`` / ``capbody:``, 1/sqrt(count)) [3,
 # 98.01] [6, 98.28] [2, 98.08] [1, 98.35] (12 FP, 98.18 %); word trigrams
 # of the body's first 600 words (1/sqrt(count)) [2, 98.21] [8, 98.41] [3,
-# 98.08] [1, 98.54] (14 FP, 98.31 %).
+# 98.08] [1, 98.54] (14 FP, 98.31 %); the Return-Path's local-part shape
+# (VERP bounce addresses) and whether its domain is the sender's [2,
+# 97.68] [10, 98.41] [4, 98.35] [3, 98.28] (19 FP, 98.18 %).
 # Cross-era check (session 14, a prototype of tools/cross_era.py that
 # scores raw margins): the shipped procedure trained on the SpamAssassin
 # train files (2002) and scored on the CSDMC2010 ones (2009-2010), URL
