@@ -112,7 +112,12 @@ def _cmd_process(args) -> int:
         except KeyboardInterrupt as exc:
             print(f"\natlas-fast: {exc}", file=sys.stderr)
             return 130
-        print(_summary_table(summary))
+        if args.json:
+            import json
+
+            print(json.dumps(summary.as_dict(), sort_keys=True))
+        else:
+            print(_summary_table(summary))
     return 0
 
 
@@ -169,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file from 'atlas-fast train' (default: shipped model)")
     p.add_argument("--rules", action="append", help="extra rule file (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true",
+                   help="print each run's summary as one line of JSON instead of a table")
     p.set_defaults(func=_cmd_process)
 
     p = sub.add_parser("train", help="train a model on labelled mboxes")

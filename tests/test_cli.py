@@ -1,4 +1,5 @@
 """The atlas-fast command line, run as a user would."""
+import gzip
 import re
 import sqlite3
 import subprocess
@@ -134,3 +135,25 @@ def test_a_full_disk_is_a_one_line_error_and_a_rerun_resumes(tmp_path):
     conn.close()
     assert total == distinct == MANIFEST_COUNTS["spamassassin-train-ham.mbox.gz"]
     assert runs[0] == ("failed", committed) and runs[-1][0] == "done"
+
+
+def test_process_json_is_one_line_per_mbox(tmp_path):
+    import json
+
+    db = tmp_path / "j.sqlite"
+    gz = tmp_path / "sample.mbox.gz"
+    gz.write_bytes(gzip.compress(SAMPLE.read_bytes()))
+    res = run("process", str(SAMPLE), str(gz), "--db", str(db), "-q", "--json", "--no-cache")
+    assert res.returncode == 0, res.stderr
+    first, second = (json.loads(line) for line in res.stdout.splitlines())
+    assert (first["source"], second["source"]) == (str(SAMPLE), str(gz))
+    conn = sqlite3.connect(db)
+    for got in (first, second):
+        assert got["status"] == "done" and got["db"] == str(db)
+        assert got["messages"] == got["spam"] + got["ham"] == 6
+        assert (got["spam"],) == conn.execute(
+            "SELECT count(*) FROM messages WHERE label = 'spam' AND source = ?",
+            (got["source"],)).fetchone()
+        assert got["settings"]["cache"] is False
+        assert got["msgs_per_sec"] > 0
+    conn.close()
