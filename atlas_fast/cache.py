@@ -276,19 +276,14 @@ class ClassifierCache:
                 self._absent.clear()
             self._absent.update(keys if not present else
                                 (k for k in keys if k not in present))
-        except sqlite3.Error as exc:
-            self._drop_disk(exc)
-            return {}
+        except sqlite3.Error:
+            raise  # the database failed: the caller drops the disk level
         except Exception:  # noqa: BLE001 - a schema we do not know: per-key API
             self._absent = set()
-            try:
-                for key in keys:
-                    got = disk.get(key)
-                    if isinstance(got, bytes):
-                        found[key] = got
-            except sqlite3.Error as exc:
-                self._drop_disk(exc)
-                return {}
+            for key in keys:
+                got = disk.get(key)
+                if isinstance(got, bytes):
+                    found[key] = got
         return found
 
     def _disk_set_many(self, disk, items: list, ttl: float, now: float, absent=None) -> None:
@@ -318,26 +313,18 @@ class ClassifierCache:
                     for k, v in part:
                         args += (k, now, expire, now, v)
                     con.execute(_insert_sql(len(part)), args)
-        except sqlite3.Error as exc:
-            self._drop_disk(exc)
-            return
+        except sqlite3.Error:
+            raise  # the database failed: the caller drops the disk level
         except Exception:  # noqa: BLE001 - fall back to the public API
-            try:
-                with disk.transact():
-                    for key, value in items:
-                        disk.set(key, value, expire=ttl)
-            except sqlite3.Error as exc:
-                self._drop_disk(exc)
-                return
+            with disk.transact():
+                for key, value in items:
+                    disk.set(key, value, expire=ttl)
         self._absent.difference_update(k for k, _ in items)
         self._written += len(items)
         if self._written >= _CULL_EVERY:
             self._written = 0
-            try:
-                disk.expire()
-                disk.cull()
-            except sqlite3.Error as exc:
-                self._drop_disk(exc)
+            disk.expire()
+            disk.cull()
 
     # -- public -------------------------------------------------------------
 
@@ -355,7 +342,11 @@ class ClassifierCache:
         disk = self._cache() if self.enabled else None
         if missing and disk is not None:
             prefix = ns + ":"
-            raw = self._disk_get_many(disk, [prefix + k for k in missing], now)
+            try:
+                raw = self._disk_get_many(disk, [prefix + k for k in missing], now)
+            except sqlite3.Error as exc:
+                self._drop_disk(exc)
+                raw = {}
             cut = len(prefix)
             fresh = [(dkey[cut:], _decode(blob)) for dkey, blob in raw.items()]
             found.update(fresh)
@@ -384,9 +375,12 @@ class ClassifierCache:
         disk = self._cache() if self.enabled else None
         if disk is not None:
             prefix = ns + ":"
-            self._disk_set_many(
-                disk, [(prefix + k, _encode(v)) for k, v in mapping.items()], ttl, now
-            )
+            try:
+                self._disk_set_many(
+                    disk, [(prefix + k, _encode(v)) for k, v in mapping.items()], ttl, now
+                )
+            except sqlite3.Error as exc:
+                self._drop_disk(exc)
 
     # -- one writing process ------------------------------------------------
 
@@ -427,10 +421,13 @@ class ClassifierCache:
             for _ns, ttl, items in part:
                 by_ttl.setdefault(ttl, []).extend(items)
         n = 0
-        for ttl, items in by_ttl.items():
-            absent = {k for k, _, gone in items if gone}
-            self._disk_set_many(disk, [(k, v) for k, v, _ in items], ttl, now, absent)
-            n += len(items)
+        try:
+            for ttl, items in by_ttl.items():
+                absent = {k for k, _, gone in items if gone}
+                self._disk_set_many(disk, [(k, v) for k, v, _ in items], ttl, now, absent)
+                n += len(items)
+        except sqlite3.Error as exc:
+            self._drop_disk(exc)
         return n
 
     def stats(self) -> dict:

@@ -216,22 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """atlas_fast's own warnings as one line, the way errors are shown."""
-    if issubclass(category, CacheWarning):
-        print(f"atlas-fast: warning: {message}", file=file or sys.stderr)
-    else:
-        _default_showwarning(message, category, filename, lineno, file, line)
-
-
-_default_showwarning = warnings.showwarning
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = warnings.showwarning
-    warnings.showwarning = _show_warning
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        # atlas_fast's own warnings as one line, the way errors are shown.
+        if issubclass(category, CacheWarning):
+            print(f"atlas-fast: warning: {message}", file=file or sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_warning
     try:
         return args.func(args)
     except AtlasError as exc:

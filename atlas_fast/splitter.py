@@ -173,13 +173,13 @@ class MboxSplitter:
     def _read_into(self, view: memoryview) -> int:
         if self.damage is not None:
             return 0  # the stream ends where it broke
-        try:
-            if self._salvage is not None:
-                n = self._salvage_into(view)
-            else:
+        if self._salvage is not None:
+            n = self._salvage_into(view)
+        else:
+            try:
                 n = self._stream.readinto(view) or 0
-        except (EOFError, zlib.error, OSError) as exc:
-            n = self._recover(view, exc)
+            except (EOFError, zlib.error, OSError) as exc:
+                n = self._recover(view, exc)
         self._read_total += n
         return n
 
@@ -192,15 +192,10 @@ class MboxSplitter:
         end, so a compressed file is inflated again with zlib from its
         start up to where this read began (a cost paid on the failure path
         only), then read on from there to the last byte it gives."""
-        start = self._read_total
-        if not self.compressed or self._salvage is not None:
-            return self._broken(exc, start)
-        self._salvage = _inflate(self.path, start)
-        self._salvage_tail = b""
-        try:
-            return self._salvage_into(view)
-        except (EOFError, zlib.error, OSError) as again:
-            return self._broken(again, start)
+        if not self.compressed:
+            return self._broken(exc, self._read_total)
+        self._salvage = _inflate(self.path, self._read_total)
+        return self._salvage_into(view)
 
     def _salvage_into(self, view: memoryview) -> int:
         got = 0
