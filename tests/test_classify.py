@@ -152,3 +152,41 @@ def test_packed_flags_round_trip():
     assert e.flags == flags
     assert e == Enrichment("example.com", None, None, None, None, None, (), packed)
     assert e.features() == ["from_dom:example.com", *flags]
+
+
+def test_training_features_and_the_classifier_agree():
+    # Train/serve skew: the model is fitted on evaluate.featurize's rows,
+    # while the classifier renders, scans and scores in its own code path
+    # (packed extras, bfloat16 weights, Cython scoring).  With the shipped
+    # model's weights, both paths must give every message the same margin,
+    # so the cross-validated figures speak for what the pipeline does.
+    import math
+
+    import numpy as np
+
+    from atlas_fast.evaluate import _margins, featurize, read_messages
+
+    msgs = []
+    for name in ("spamassassin-train-ham.mbox.gz", "spamassassin-train-spam.mbox.gz",
+                 "csdmc2010-train-ham.mbox.gz", "csdmc2010-train-spam.mbox.gz"):
+        msgs += read_messages([corpus_file(name)])[:200]
+    clf = Classifier(cache=False)
+    model = clf.model
+    verdicts = clf.classify_chunk(msgs)
+    # The training path, on freshly parsed copies (the classifier must not
+    # have changed what it read).
+    csr = featurize(msgs, model.nbits, header_allow=model.header.header_allow,
+                    url_domains=model.header.url_domain_features)
+    weights = (np.asarray(model.weights, np.uint32) << 16).view(np.float32)
+    margins = _margins(csr, np.append(weights.astype(np.float64), model.header.bias))
+    scored = [i for i, v in enumerate(verdicts) if v.decided_by == "model"]
+    assert len(scored) > 600  # most are the model's to decide
+    threshold = model.threshold_margin
+    a, b = model.header.calib_a, model.header.calib_b
+    for i in scored:
+        v = verdicts[i]
+        assert (v.label == "spam") == (margins[i] >= threshold), i
+        expect = 1.0 / (1.0 + math.exp(-min(max(a * margins[i] + b, -50.0), 50.0)))
+        assert abs(v.score - expect) <= 1e-6, (i, v.score, expect)
+    # Not trivially far from the threshold: some of these are close calls.
+    assert min(abs(margins[i] - threshold) for i in scored) < 5
