@@ -122,12 +122,19 @@ def _cmd_process(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    import msgspec
+
     from .evaluate import TrainParams, train_model
 
+    params = TrainParams(url_domain_features=args.url_domains)
+    if args.target_fpr is not None:
+        params = msgspec.structs.replace(params, target_fpr=args.target_fpr)
     info = train_model(args.ham, args.spam, args.output, seed=args.seed, verbose=not args.quiet,
-                       jobs=args.jobs, params=TrainParams(url_domain_features=args.url_domains))
+                       jobs=args.jobs, params=params)
     print(f"{args.output}: model trained on {info.get('ham', '?')} ham and "
-          f"{info.get('spam', '?')} spam messages (seed {args.seed})")
+          f"{info.get('spam', '?')} spam messages (seed {args.seed}); cross-validated: "
+          f"{info['cv_ham_fpr']:.3%} of the ham called spam, {info['cv_spam_recall']:.2%} "
+          f"of the spam caught")
     return 0
 
 
@@ -189,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url-domains", action="store_true",
                    help="make the registered domains of URLs features (off by default: they name "
                         "one era's campaigns; for a model of your own, recent mail)")
+    p.add_argument("--target-fpr", type=float, default=None, metavar="F",
+                   help="operating point: the fraction of the training ham that cross-validation "
+                        "may call spam (default 0.0013, i.e. 0.13 %%; lower catches less spam)")
     p.add_argument("-q", "--quiet", action="store_true", help="no training log")
     p.set_defaults(func=_cmd_train)
 

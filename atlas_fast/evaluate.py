@@ -554,6 +554,18 @@ def _threshold_margin(margins, y, target_fpr):
     return float(np.nextafter(edge, np.inf))
 
 
+def _check_target_fpr(value) -> None:
+    """ConfigError unless ``value`` is a fraction in [0, 1): the share of
+    the training ham that cross-validation may call spam."""
+    from .errors import ConfigError
+
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0.0 <= value < 1.0):
+        raise ConfigError(
+            f"target_fpr must be a fraction of the ham, at least 0 and below 1 "
+            f"(0.0013 is 0.13 %), got {value!r}")
+
+
 def train_model(ham_paths, spam_paths, out_path, seed: int = 1, params: TrainParams | None = None,
                 *, verbose: bool = False, jobs: int | None = None) -> dict:
     """Train a model on labelled mboxes and write it to ``out_path``.
@@ -588,6 +600,7 @@ def train_model(ham_paths, spam_paths, out_path, seed: int = 1, params: TrainPar
     if jobs is not None:
         _positive_int("jobs", jobs, "argument")  # before any reading
     params = params or TrainParams()
+    _check_target_fpr(params.target_fpr)
     t0 = time.perf_counter()
     # (mbox, position) of every message, ham then spam: the keys of the
     # corpus index files (ham_subset_weights).

@@ -42,6 +42,11 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
               "--jobs", "0")
     assert res.returncode == 2 and "jobs must be a positive integer" in res.stderr
     assert not (tmp_path / "m.bin").exists()
+    res = run("train", "--ham", str(SAMPLE), "--spam", str(SAMPLE), "-o", str(tmp_path / "m.bin"),
+              "--target-fpr", "1.5")
+    assert res.returncode == 2 and res.stderr.startswith(
+        "atlas-fast: error: target_fpr must be a fraction of the ham") and "1.5" in res.stderr
+    assert not (tmp_path / "m.bin").exists()
 
 
 def test_config_shows_sources():
@@ -57,12 +62,18 @@ def test_train_then_eval_with_the_new_model(tmp_path):
     spam = corpus_file("csdmc2010-train-spam.mbox.gz")
     model = tmp_path / "mine.bin"
     res = run("train", "--ham", str(ham), "--spam", str(spam), "-o", str(model), "-q",
-              "--url-domains")
+              "--url-domains", "--target-fpr", "0.002")
     assert res.returncode == 0, res.stderr
     assert "954 ham and 628 spam" in res.stdout and model.exists()
+    # Where the operating point landed, from the cross-validated margins.
+    fpr, recall = re.search(r"cross-validated: ([\d.]+)% of the ham called spam, "
+                            r"([\d.]+)% of the spam caught", res.stdout).groups()
+    assert float(fpr) <= 0.2 and 90 < float(recall) <= 100
     from atlas_fast.model import load_model
 
-    assert load_model(model).header.url_domain_features is True
+    header = load_model(model).header
+    assert header.url_domain_features is True
+    assert header.training["params"]["target_fpr"] == 0.002
     res = run("eval", "--ham", str(SAMPLE), "--spam", str(SAMPLE), "--model", str(model), "--json")
     assert res.returncode == 0, res.stderr
     import json
