@@ -280,6 +280,8 @@ def test_sgd_train_matches_the_reference_bit_for_bit(seed):
 def test_fits_in_parallel_give_the_sequential_result(tmp_path):
     """The cross-validation folds and the final fit run in forked processes
     (jobs); the margins, weights and model bytes do not depend on how many."""
+    import msgspec
+
     from atlas_fast.evaluate import TrainParams, _run_fits, cross_validate, train_model
 
     from conftest import corpus_file
@@ -300,7 +302,14 @@ def test_fits_in_parallel_give_the_sequential_result(tmp_path):
     one = _run_fits(csr, y, p, 9, None, final=True, jobs=1)
     two = _run_fits(csr, y, p, 9, None, final=True, jobs=2)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
-    assert np.array_equal(cross_validate(csr, y, p, 9, jobs=3), one[0])
+    # cv_repeats=3 (the default): three rows of out-of-fold margins, each
+    # repetition's own fold split; the first is cross_validate's one split.
+    assert one[0].shape == (3, rows)
+    assert np.array_equal(cross_validate(csr, y, p, 9, jobs=3), one[0][0])
+    assert not np.array_equal(one[0][0], one[0][1])
+    single = _run_fits(csr, y, msgspec.structs.replace(p, cv_repeats=1), 9, None, final=True,
+                       jobs=2)
+    assert np.array_equal(single[0], one[0][:1]) and np.array_equal(single[1], one[1])
     # With another thread alive the fits run in turn (no fork), same result.
     import threading
 

@@ -42,8 +42,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from atlas_fast.evaluate import (  # noqa: E402
-    TrainParams, _margins, _rows, _run_fits, _threshold_margin, featurize, read_messages,
-    replace_params, stratified_folds, strip_filter_tags, subset_ham_factors,
+    TrainParams, _margins, _rows, _run_fits, _threshold_margin, featurize, pooled,
+    read_messages, replace_params, stratified_folds, strip_filter_tags, subset_ham_factors,
 )
 from atlas_fast.rules import RuleSet, load_rules  # noqa: E402
 
@@ -55,6 +55,7 @@ def _procedure(csr, y, params, seed, targets=(), factor=None, jobs=1):
     ``factor``: per-row ham factors (TrainParams.ham_subset_weights);
     ``jobs``: processes for the fits, as train_model's."""
     oof, w = _run_fits(csr, y, params, seed, factor, final=True, jobs=jobs)
+    oof, y = pooled(oof, y)
     return (w, _threshold_margin(oof, y, params.target_fpr),
             [_threshold_margin(oof, y, t) for t in targets])
 
