@@ -5,7 +5,8 @@
 The train files (6,469 messages) are parsed and featurized once, outside the
 timed region.  ``test_train_fit`` times one ``fit_logistic`` with the
 shipped parameters (3 averaged SGD runs of 20 epochs over 2**22 buckets), a
-sixth of ``train_model`` (5 cross-validation fits and the final one); the
+sixteenth of ``train_model`` (15 cross-validation fits: 3 repetitions of 5
+folds, ``TrainParams.cv_repeats``; and the final one); the
 plain-Python way is the same algorithm written in Python
 (``tests/test_evaluate.py``'s reference), timed on 300 messages for one
 epoch.  Both report nanoseconds per feature update, the unit that compares.
