@@ -24,7 +24,7 @@ def _nested_cv():
     return mod
 
 
-def test_counts_misses_and_exits_agree(tmp_path, capsys):
+def _small_corpus(tmp_path):
     raws = {}  # whole mbox entries, envelope line included
     for name in FILES:
         raws[name] = [raw if raw.endswith(b"\n\n") else raw.rstrip(b"\n") + b"\n\n"
@@ -34,6 +34,11 @@ def test_counts_misses_and_exits_agree(tmp_path, capsys):
     corpus.mkdir()
     for name, msgs in raws.items():
         (corpus / name).write_bytes(gzip.compress(b"".join(msgs)))
+    return corpus, raws
+
+
+def test_counts_misses_and_exits_agree(tmp_path, capsys):
+    corpus, raws = _small_corpus(tmp_path)
     misses = tmp_path / "misses.jsonl"
 
     tool = _nested_cv()
@@ -86,3 +91,45 @@ def test_bar_chance():
     assert abs(tool.bar_chance(0.00111, 0.9729) - 0.7874 * 0.6466) < 1e-3
     assert tool.bar_chance(0.01, 0.9729) < tool.bar_chance(0.001, 0.9729)
     assert tool.bar_chance(0.001, 0.95) < tool.bar_chance(0.001, 0.98)
+
+
+def test_sign_test_p():
+    tool = _nested_cv()
+    assert tool.sign_test_p(0, 0) == 1.0
+    assert tool.sign_test_p(3, 3) == 1.0
+    assert tool.sign_test_p(5, 0) == tool.sign_test_p(0, 5) == 2 / 32
+    # 2 of 10: P(X <= 2) = (1 + 10 + 45) / 1024, doubled.
+    assert abs(tool.sign_test_p(2, 8) - 2 * 56 / 1024) < 1e-12
+
+
+def test_paired_comparison_with_a_saved_run(tmp_path, capsys):
+    import pytest
+
+    corpus, _raws = _small_corpus(tmp_path)
+    tool = _nested_cv()
+    base = ["--corpus", str(corpus), "--reps", "2", "--param", "nbits=16"]
+    saved = tmp_path / "base.npz"
+    tool.main(base + ["--save-preds", str(saved)])
+    first = json.loads(capsys.readouterr().out)
+    # The same procedure again: the same verdicts, nothing discordant.
+    tool.main(base + ["--compare", str(saved)])
+    again = json.loads(capsys.readouterr().out)
+    assert again["spamassassin"] == first["spamassassin"]
+    for group in ("all", "spamassassin"):
+        for kind in ("false_positives", "missed_spam"):
+            assert again["paired"][group][kind] == {"only_this": 0, "only_saved": 0, "p": 1.0}
+    # A threshold that lets half the ham through: false positives only this
+    # run makes, and the pairing counts them against the saved run's.
+    tool.main(base + ["--compare", str(saved), "--target-fpr", "0.5"])
+    loose = json.loads(capsys.readouterr().out)
+    fp = loose["paired"]["all"]["false_positives"]
+    assert fp["only_this"] - fp["only_saved"] == (loose["all"]["false_positives"]
+                                                    - first["all"]["false_positives"])
+    assert fp["only_this"] > 0 and fp["p"] == round(tool.sign_test_p(fp["only_this"],
+                                                                       fp["only_saved"]), 4)
+    missed = loose["paired"]["all"]["missed_spam"]
+    assert missed["only_this"] == 0  # a lower threshold misses nothing the other caught
+    # Other repetitions than the saved ones: refused.
+    with pytest.raises(SystemExit):
+        tool.main(base + ["--compare", str(saved), "--first-rep", "1"])
+    assert "saved from repetitions 0..1, this run is 1..2" in capsys.readouterr().err

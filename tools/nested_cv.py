@@ -24,6 +24,14 @@ least 374 of 385 spam), taking the pooled rates as Poisson means: one figure
 for trading false positives against recall.  ``--sweep-fpr`` reports other
 ``target_fpr`` values from the same fits (only the threshold depends on it).
 
+``--save-preds F`` keeps every message's verdict per repetition (an
+``.npz``); ``--compare F`` pairs this run with a saved one of the same
+repetitions, message by message, under ``paired``: the errors only one of
+the two makes (``false_positives`` and ``missed_spam``, SpamAssassin and
+all mail) and the exact two-sided sign-test p-value of that split.  Both
+runs see the same outer folds, so most messages get the same verdict, and
+the discordant ones say more than two totals whose spread is the noise.
+
 ``rule_exits`` counts the messages a built-in rule decides.  ``--misses``
 writes the messages misclassified in some repetition (file and position,
 as in the corpus index files) for reading.
@@ -102,6 +110,33 @@ def _summary(pred, y, is_sa, exits, reps):
     return out
 
 
+def sign_test_p(a: int, b: int) -> float:
+    """Exact two-sided p-value of ``a`` against ``b`` discordant pairs
+    under a fair coin (McNemar's exact test)."""
+    n = a + b
+    if n == 0:
+        return 1.0
+    k = min(a, b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+def _paired(pred, base, y, is_sa):
+    """Errors of this run (``pred``) and of a saved one (``base``) that the
+    other does not make, per group; same shape, same messages."""
+    out = {}
+    wrong, wrong_base = pred != (y > 0.5), base != (y > 0.5)
+    for name, sel in (("all", np.ones(len(y), dtype=bool)), ("spamassassin", is_sa)):
+        group = {}
+        for kind, cls in (("false_positives", sel & (y < 0.5)), ("missed_spam", sel & (y > 0.5))):
+            only_this = int((wrong[:, cls] & ~wrong_base[:, cls]).sum())
+            only_base = int((wrong_base[:, cls] & ~wrong[:, cls]).sum())
+            group[kind] = {"only_this": only_this, "only_saved": only_base,
+                           "p": round(sign_test_p(only_this, only_base), 4)}
+        out[name] = group
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=os.path.join(HERE, "..", "..", "shared", "corpus"))
@@ -125,7 +160,19 @@ def main(argv=None):
                     help="write every message misclassified in at least one repetition, "
                          "one JSON object per line (file, position in it, label, wrong "
                          "repetitions, mean margin minus threshold, decided by rule, subject)")
+    ap.add_argument("--save-preds", metavar="PATH",
+                    help="save every message's verdict per repetition (.npz), for --compare")
+    ap.add_argument("--compare", metavar="PATH",
+                    help="pair this run's verdicts with those --save-preds saved from a run of "
+                         "the same repetitions (under 'paired')")
     args = ap.parse_args(argv)
+    saved = None
+    if args.compare:
+        saved = np.load(args.compare)
+        if (int(saved["first_rep"]), int(saved["reps"])) != (args.first_rep, args.reps):
+            ap.error(f"--compare {args.compare}: saved from repetitions "
+                     f"{int(saved['first_rep'])}..{int(saved['first_rep']) + int(saved['reps']) - 1}"
+                     f", this run is {args.first_rep}..{args.first_rep + args.reps - 1}")
     params = TrainParams()
     if args.averaged_runs is not None:
         params = msgspec.structs.replace(params, averaged_runs=args.averaged_runs)
@@ -182,8 +229,15 @@ def main(argv=None):
                     "wrong_reps": int(wrong[i]), "gap": round(float(gap[:, i].mean()), 3),
                     "rule_exit": bool(exits[i]), "subject": msgs[i].subject,
                 }).decode() + "\n")
+    if args.save_preds:
+        with open(args.save_preds, "wb") as fh:
+            np.savez_compressed(fh, pred=pred, y=y, first_rep=args.first_rep, reps=args.reps)
     out = {"params": msgspec.structs.asdict(params), "reps": args.reps, "first_rep": args.first_rep}
     out.update(_summary(pred, y, is_sa, exits, args.reps))
+    if saved is not None:
+        if saved["pred"].shape != pred.shape or not np.array_equal(saved["y"], y):
+            sys.exit(f"nested_cv.py: --compare {args.compare}: saved from other mail")
+        out["paired"] = _paired(pred, saved["pred"], y, is_sa)
     if args.sweep_fpr:
         out["sweep"] = {str(t): _summary(sweep[j], y, is_sa, exits, args.reps)
                         for j, t in enumerate(args.sweep_fpr)}
