@@ -54,9 +54,9 @@ def train(ham, spam, output, *, seed=1, jobs=None, url_domains=False, target_fpr
     dict
         What was trained (message counts, threshold, cross-validation figures).
     """
-    from .evaluate import TrainParams, train_model
-
     import msgspec
+
+    from .evaluate import TrainParams, train_model
 
     params = TrainParams(url_domain_features=url_domains)
     if target_fpr is not None:
