@@ -54,14 +54,10 @@ def train(ham, spam, output, *, seed=1, jobs=None, url_domains=False, target_fpr
     dict
         What was trained (message counts, threshold, cross-validation figures).
     """
-    import msgspec
+    from .evaluate import train_model, user_params
 
-    from .evaluate import TrainParams, train_model
-
-    params = TrainParams(url_domain_features=url_domains)
-    if target_fpr is not None:
-        params = msgspec.structs.replace(params, target_fpr=target_fpr)
-    return train_model(list(ham), list(spam), output, seed=seed, jobs=jobs, params=params)
+    return train_model(list(ham), list(spam), output, seed=seed, jobs=jobs,
+                       params=user_params(url_domains=url_domains, target_fpr=target_fpr))
 
 __all__ = [
     "__version__",

@@ -122,13 +122,9 @@ def _cmd_process(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    import msgspec
+    from .evaluate import train_model, user_params
 
-    from .evaluate import TrainParams, train_model
-
-    params = TrainParams(url_domain_features=args.url_domains)
-    if args.target_fpr is not None:
-        params = msgspec.structs.replace(params, target_fpr=args.target_fpr)
+    params = user_params(url_domains=args.url_domains, target_fpr=args.target_fpr)
     info = train_model(args.ham, args.spam, args.output, seed=args.seed, verbose=not args.quiet,
                        jobs=args.jobs, params=params)
     print(f"{args.output}: model trained on {info.get('ham', '?')} ham and "

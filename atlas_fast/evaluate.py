@@ -258,6 +258,16 @@ def replace_params(params: TrainParams, items) -> TrainParams:
     return params
 
 
+def user_params(*, url_domains: bool = False, target_fpr: float | None = None) -> TrainParams:
+    """TrainParams with the choices ``atlas-fast train`` and
+    :func:`atlas_fast.train` offer (URL domains as features, the operating
+    point); the defaults otherwise."""
+    params = TrainParams(url_domain_features=url_domains)
+    if target_fpr is not None:
+        params = msgspec.structs.replace(params, target_fpr=target_fpr)
+    return params
+
+
 def subset_ham_factors(where, spec: str) -> np.ndarray:
     """Per-message fit factors from ``spec`` ("hard_ham=6,other=2"): the
     factor of the subset the corpus index file (``*-index.tsv`` beside the

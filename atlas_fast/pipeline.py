@@ -818,9 +818,9 @@ class _Run:
         set aside so that the next run starts a fresh one."""
         if not self.cache_errors or self.cache_dir is None:
             return
-        from .cache import set_aside_damaged
+        from .cache import _DB_NAME, set_aside_damaged
 
-        db = os.path.join(self.cache_dir, "cache.db")
+        db = os.path.join(self.cache_dir, _DB_NAME)
         try:
             damaged = set_aside_damaged(self.cache_dir)
         except OSError as exc:
