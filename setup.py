@@ -1,17 +1,23 @@
 """Extension list for atlas_fast.  Each compiled module is named explicitly.
 
 ``ATLAS_DEBUG=1`` builds with bounds checks and ``-O0 -g`` for debugging;
-release builds (the default) use ``-O3`` and Cython's unchecked directives.
+``ATLAS_SANITIZE=1`` adds AddressSanitizer and UndefinedBehaviorSanitizer
+to that (for tools/fuzz.py, which says how to run it); release builds (the
+default) use ``-O3`` and Cython's unchecked directives.
 """
 import os
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-DEBUG = os.environ.get("ATLAS_DEBUG") == "1"
+SANITIZE = os.environ.get("ATLAS_SANITIZE") == "1"
+DEBUG = SANITIZE or os.environ.get("ATLAS_DEBUG") == "1"
+SANITIZERS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
 
+LDFLAGS = SANITIZERS if SANITIZE else []
 if DEBUG:
-    CFLAGS = ["-O0", "-g", "-UNDEBUG"]
+    CFLAGS = ["-O0", "-g", "-UNDEBUG"] + (SANITIZERS + ["-fno-omit-frame-pointer"]
+                                         if SANITIZE else [])
     DIRECTIVES = {"boundscheck": True, "wraparound": True, "cdivision": False}
 else:
     CFLAGS = ["-O3", "-fno-strict-aliasing"]
@@ -26,6 +32,7 @@ def ext(name, sources, libraries=()):
         include_dirs=["csrc"],
         libraries=list(libraries),
         extra_compile_args=CFLAGS,
+        extra_link_args=LDFLAGS,
     )
 
 

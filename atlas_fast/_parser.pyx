@@ -37,11 +37,22 @@ from cpython.unicode cimport (
     PyUnicode_DecodeUTF8,
 )
 from libc.stdint cimport uint8_t, uint64_t
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object s)
+    int PyUnicode_KIND(object s)
+    int PyUnicode_1BYTE_KIND
+    # PyUnicode_AsUTF8AndSize, NULL with an exception set when the str
+    # holds what UTF-8 cannot carry.
+    const char *PyUnicode_AsUTF8AndSize_or_null "PyUnicode_AsUTF8AndSize"(object s,
+                                                                        Py_ssize_t *size)
+    void PyErr_Clear()
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from libc.string cimport memchr, memcmp, memcpy, memset, strcmp, strlen
 
 import codecs
+import re
 
 DEF_MAX_URLS = 64
 MAX_URLS = DEF_MAX_URLS
@@ -171,9 +182,27 @@ cdef str text_from_bytes(const uint8_t *p, Py_ssize_t n, const char *charset):
     if name == b"iso8859-1":  # "latin-1", "iso_8859-1", "l1", ...
         return latin1_text(p, n)
     try:
-        return PyUnicode_Decode(<const char *>p, n, <const char *>(<bytes>name), "replace")
+        text = PyUnicode_Decode(<const char *>p, n, <const char *>(<bytes>name), "replace")
     except (UnicodeError, TypeError, ValueError, LookupError):
         return PyUnicode_DecodeUTF8(<const char *>p, n, "replace")
+    return _no_surrogates(text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+cdef str _no_surrogates(str text):
+    """``text`` with each lone surrogate as U+FFFD.  UTF-7 ("+2D3AAA-") and
+    unicode_escape ("\\ud800") decode to them, "replace" or not, and UTF-8
+    cannot carry them: the parser's own UTF-8 reads (URLs, HTML), the
+    featurizer and the writer would fail on the message."""
+    cdef Py_ssize_t n
+    if PyUnicode_IS_ASCII(text) or PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND:
+        return text  # no code point above U+00FF
+    if PyUnicode_AsUTF8AndSize_or_null(text, &n) != NULL:
+        return text  # (its UTF-8 stays cached: the parser and featurizer read it)
+    PyErr_Clear()
+    return _SURROGATE.sub("\ufffd", text)
 
 
 cdef inline str header_text(const uint8_t *p, Py_ssize_t n):

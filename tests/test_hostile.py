@@ -102,6 +102,16 @@ def test_invalid_utf8_and_encoded_surrogates(tmp_path):
     assert got[0]["subject"].startswith("bad ")
 
 
+def test_charset_decoding_to_lone_surrogates_is_parsed_and_classified(tmp_path):
+    # UTF-7 decodes "+2D3AAA-" to a lone surrogate: the message once became
+    # an error row with nothing parsed (tools/fuzz.py found it).
+    msg = (b"From: a@example.com\nSubject: utf7\nContent-Type: text/html; charset=utf-7\n"
+           b"\n<p>cheap +2D3AAA- pills <a href=http://x.example/>here</a></p>\n")
+    got = store(tmp_path, mbox_bytes(msg, simple_message(2)))
+    assert [r["error"] for r in got] == [None, None]
+    assert got[0]["subject"] == "utf7" and got[0]["decided_by"] in ("rule", "model")
+
+
 def test_unterminated_multipart(tmp_path):
     msg = (
         b"From: a@example.com\nSubject: cut\nContent-Type: multipart/mixed; boundary=XYZ\n\n"

@@ -447,6 +447,24 @@ def test_header_names_lower_cased_and_interned():
             assert x is y
 
 
+# Codecs that decode to lone surrogates, "replace" or not: UTF-7's "+2D3AAA-"
+# is a high surrogate alone, unicode_escape spells one out.  Found by
+# tools/fuzz.py: parse_message raised UnicodeEncodeError on the first two.
+@pytest.mark.parametrize("ctype, body", [
+    ("text/html; charset=utf-7", b"<p>hi +2D3AAA- there <a href='http://x.example/+2D3AAA-'>x</a>\n"),
+    ("text/plain; charset=utf-7", b"hi +2D3AAA- there http://x.example/+2D3AAA-\n"),
+    ("text/plain; charset=unicode_escape", b"hi \\ud800 there\n"),
+])
+def test_charsets_that_decode_to_lone_surrogates(ctype, body):
+    m = parse_message(msg("Subject: =?utf-7?Q?+2D3AAA-?= s\nFrom: =?unicode_escape?Q?=5Cudc00?= "
+                          f"<a@example.com>\nContent-Type: {ctype}", body))
+    assert m.error is None
+    assert m.text.startswith("hi \ufffd") and "there" in m.text
+    assert m.subject.startswith("\ufffd") and m.from_name == "\ufffd"
+    for value in (m.subject, m.from_name, m.text, *m.urls):
+        value.encode("utf-8")  # UTF-8 carries every field
+
+
 def test_html_charset_is_decoded_first():
     m = parse_message(msg("Content-Type: text/html; charset=iso-8859-1",
                           b"<p>caf\xe9</p>"))
