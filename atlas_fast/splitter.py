@@ -33,6 +33,15 @@ from .errors import InputError, NotAnMboxError, SourceChangedError
 __all__ = ["MboxSplitter", "Chunk", "Oversized", "split_mbox", "SNIFF_BYTES"]
 
 SNIFF_BYTES = 64 * 1024
+try:
+    from isal.isal_zlib import error as _IsalError
+except ImportError:  # pragma: no cover - isal is a dependency
+    _IsalError = zlib.error
+# What a read of a damaged stream raises: a gzip file cut short (EOFError),
+# corrupt deflate data (zlib.error; isal's own class, which is no subclass
+# of it, for most corruptions: "Invalid lookback distance found"), a bad
+# CRC or header (OSError's BadGzipFile), an I/O error.
+_READ_ERRORS = (EOFError, zlib.error, _IsalError, OSError)
 _GZIP_MAGIC = b"\x1f\x8b"
 _WHITESPACE = frozenset(b" \t\r\n")
 
@@ -178,7 +187,7 @@ class MboxSplitter:
         else:
             try:
                 n = self._stream.readinto(view) or 0
-            except (EOFError, zlib.error, OSError) as exc:
+            except _READ_ERRORS as exc:
                 n = self._recover(view, exc)
         self._read_total += n
         return n
@@ -208,7 +217,7 @@ class MboxSplitter:
                 view[got : got + k] = piece[:k]
                 self._salvage_tail = piece[k:]
                 got += k
-        except (EOFError, zlib.error, OSError) as exc:
+        except _READ_ERRORS as exc:
             self._broken(exc, self._read_total + got)
         return got
 

@@ -8,11 +8,11 @@ import zlib
 
 import pytest
 
-from atlas_fast import InputError, NotAnMboxError
+from atlas_fast import InputError, NotAnMboxError, process_mbox
 from atlas_fast._splitter import find_first_start, scan_starts
 from atlas_fast.splitter import Chunk, MboxSplitter, split_mbox
 
-from conftest import MANIFEST_COUNTS, corpus_file, mbox_bytes, simple_message
+from conftest import MANIFEST_COUNTS, corpus_file, mbox_bytes, rows, simple_message
 
 
 @pytest.mark.parametrize(
@@ -213,6 +213,55 @@ def test_corrupt_gzip_data_ends_the_stream_with_an_error(tmp_path):
         for offset, _raw in split_mbox(path):
             offsets.append(offset)
     assert offsets and offsets[0] == 0
+
+
+def _isal_rejects(data: bytes) -> bool:
+    # A streaming read, as the splitter's, fails with isal's own class.
+    import io
+
+    from isal import igzip
+    from isal.isal_zlib import error as IsalError
+
+    try:
+        igzip.GzipFile(fileobj=io.BytesIO(data)).read()
+    except IsalError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def test_corruption_isal_reports_in_its_own_class_is_an_input_error(tmp_path):
+    # isal raises IsalError, no subclass of zlib.error or OSError, for some
+    # corrupt deflate data ("Invalid lookback distance found"): it once
+    # escaped split_mbox and process_mbox as is (tools/fuzz.py found it).
+    # Text that compresses like mail (most flips then fail the CRC instead).
+    rng = random.Random(3)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+             for _ in range(500)]
+    plain = mbox_bytes(*[simple_message(i, " ".join(rng.choice(words) for _ in range(150)))
+                         for i in range(200)])
+    good = gzip.compress(plain, mtime=0)
+    for at in range(len(good) // 2, len(good) - 8):
+        data = bytearray(good)
+        data[at] ^= 0x10
+        if _isal_rejects(bytes(data)):
+            break
+    else:
+        pytest.fail("no bit flip that isal rejects with IsalError")
+    path = tmp_path / "flip.mbox.gz"
+    path.write_bytes(bytes(data))
+    got = []
+    with pytest.raises(InputError, match=r"flip\.mbox\.gz: corrupt or truncated compressed stream: "
+                                         r".*\(byte \d+\)$") as err:
+        for _offset, raw in split_mbox(path):
+            got.append(raw)
+    assert len(got) > 50 and plain.startswith(b"".join(got[:-1]))
+    assert err.value.offset == len(b"".join(got))
+    with pytest.raises(InputError, match=r"flip\.mbox\.gz: corrupt"):
+        process_mbox(path, tmp_path / "flip.sqlite", workers=1, cache=False)
+    stored = rows(tmp_path / "flip.sqlite")
+    assert [r["length"] for r in stored] == [len(raw) for raw in got]
 
 
 def test_not_gzip_data_after_the_magic_bytes(tmp_path):

@@ -11,8 +11,9 @@ through the splitter (written as an mbox file) and what a pipeline worker
 runs: ``parse_chunk`` over one buffer holding all of them (and
 ``parse_message`` on each), the classifier (rules, enrichment, features,
 model) and ``chunk_records``, whose rows must encode with msgspec.  The
-splitter's messages must hold every byte of the file once; every message
-must come back as exactly one result, alone or in its chunk alike; the
+splitter's messages must hold every byte of the file once, and of a damaged
+gzip copy (every 10th batch) every byte up to an InputError that names the
+file; every message must come back as exactly one result, alone or in its chunk alike; the
 parser must not raise nor return a str UTF-8 cannot carry; verdicts must be
 ham or spam with a finite score in [0, 1]; the same input must give the
 same result twice.
@@ -206,6 +207,39 @@ def check_split(path: str, data: bytes) -> None:
         raise Failure(f"split_mbox covered {at} of {len(data)} bytes")
 
 
+def check_gzip(path: str, data: bytes, rng: random.Random) -> None:
+    """The mbox gzipped and damaged (bytes flipped, cut short or cut
+    inside): the splitter yields contiguous messages and then either ends
+    or raises the InputError that names the file and, when known, the byte
+    offset; nothing else."""
+    import gzip
+
+    from atlas_fast.errors import InputError
+    from atlas_fast.splitter import split_mbox
+
+    z = bytearray(gzip.compress(data, compresslevel=1, mtime=0))
+    op = rng.randrange(3)
+    if op == 0:
+        for _k in range(rng.randint(1, 3)):
+            z[rng.randrange(len(z))] ^= 1 << rng.randrange(8)
+    elif op == 1:
+        del z[rng.randrange(len(z)):]
+    else:
+        at = rng.randrange(len(z))
+        del z[at:at + rng.randint(1, 64)]
+    with open(path, "wb") as fh:
+        fh.write(z)
+    at = 0
+    try:
+        for offset, raw in split_mbox(path):
+            if offset != at:
+                raise Failure(f"split_mbox (damaged gzip): message at {offset}, expected {at}")
+            at += len(raw)
+    except InputError as exc:
+        if exc.path != path or not str(exc).startswith(path):
+            raise Failure(f"split_mbox (damaged gzip): the error does not name the file: {exc}")
+
+
 def check_pipeline(path: str, data: bytes, db: str) -> None:
     """``process_mbox`` stores one row per message the splitter finds, at
     its offset and length: the rows cover the file."""
@@ -282,6 +316,7 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
     classifier = Classifier(cache=False)
     os.makedirs(crash_dir, exist_ok=True)
     current = os.path.join(crash_dir, "current.mbox")
+    current_gz = current + ".gz"
     done = messages = failures = 0
     start = time.perf_counter()
     next_log = start + 10
@@ -297,12 +332,16 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
         try:
             check_split(current, data)
             check_batch(batch, classifier)
+            if done % 10 == 0:
+                check_gzip(current_gz, data, rng)
             if pipeline_every and done % pipeline_every == 0:
                 check_pipeline(current, data, os.path.join(crash_dir, "fuzz.sqlite"))
         except Exception as exc:  # report, keep the input, go on
             failures += 1
             path = os.path.join(crash_dir, f"failure-{seed}-{done}.mbox")
             os.replace(current, path)
+            if os.path.exists(current_gz):
+                os.replace(current_gz, path + ".gz")  # the damaged copy, if it was that
             log(f"FAIL round {done}: {type(exc).__name__}: {exc} -> {path}")
         done += 1
         messages += len(batch)
@@ -311,7 +350,7 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
             log(f"{done} rounds, {messages} messages, {failures} failures, "
                 f"{messages / (now - start):.0f} messages/s")
             next_log = now + 10
-    for name in ("current.mbox", "fuzz.sqlite"):
+    for name in ("current.mbox", "current.mbox.gz", "fuzz.sqlite"):
         if os.path.exists(os.path.join(crash_dir, name)):
             os.remove(os.path.join(crash_dir, name))
     return {"rounds": done, "messages": messages, "failures": failures, "seeds": len(seeds)}
