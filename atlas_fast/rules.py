@@ -20,7 +20,8 @@ semantics, so they give identical hits: Hyperscan (block mode, one database
 per field, ``HS_FLAG_SINGLEMATCH``) and RE2 (one combined alternation per
 field as a prefilter, then the individual patterns of a field that matched).
 Neither backtracks.  Avoid ``$`` (Hyperscan also matches it before a final
-newline) and keep patterns ASCII.
+newline) and keep patterns ASCII.  ``\\Q...\\E`` quoting is refused (a
+RuleError): escape each character instead.
 
 Fields: ``subject``; ``from`` (``Name <addr>``); ``body`` (the classifier
 text, its first MAX_BODY_BYTES); ``urls`` (one per line); ``headers`` (``to:``, ``reply-to:``,
@@ -40,6 +41,7 @@ import hashlib
 import os
 import re
 import sys
+import warnings
 from array import array
 from bisect import bisect_right
 from importlib import resources
@@ -746,22 +748,48 @@ class _Re2Field:
                     best[k] = min(best[k], min(hits))
 
 
-_RE2_CHECKED: set = set()  # (pattern, case_sensitive) already validated
+_RE2_CHECKED: set = set()  # (pattern, case_sensitive, fields) already validated
+
+
+def _quotes_meta(pattern: str) -> bool:
+    """Whether ``pattern`` has a ``\\Q`` (quote until ``\\E``) outside an escape."""
+    i = pattern.find("\\")
+    while 0 <= i < len(pattern) - 1:
+        if pattern[i + 1] == "Q":
+            return True
+        i = pattern.find("\\", i + 2)
+    return False
 
 
 def _check_re2(rule: Rule, pattern: str):
-    key = (pattern, rule.case_sensitive)
+    key = (pattern, rule.case_sensitive, tuple(rule.fields))
     if key in _RE2_CHECKED:
         return
     import re2
 
+    where = f"{rule.source}: rule {rule.id}: pattern {pattern!r}"
+    if _quotes_meta(pattern):
+        # The engines take one alternative per pattern (RE2 joins them with
+        # '|', where an unended \Q would quote the rest) and squeezed fields
+        # rewrite \s: quoting would not mean what it says.
+        raise RuleError(f"{where}: \\Q...\\E quoting is not supported; escape each "
+                        "character instead")
     prefix = "" if rule.case_sensitive else "(?i)"
     try:
-        compiled = re2.compile((prefix + pattern).encode("utf-8"))
+        with warnings.catch_warnings():
+            # pyre2 hands what RE2 cannot take to Python's re, whose
+            # FutureWarnings ("Possible nested set") would reach the user
+            # for a pattern rejected just below.
+            warnings.simplefilter("ignore", FutureWarning)
+            compiled = re2.compile((prefix + pattern).encode("utf-8"))
+            # As the RE2 engine compiles it: one group among others (and,
+            # for squeezed fields, with its whitespace rewritten).
+            for variant in {pattern} | ({squeeze_pattern(pattern)}
+                                        if set(rule.fields) & set(SQUEEZED_FIELDS) else set()):
+                re2.compile(f"(?{'' if rule.case_sensitive else 'i'}:{variant})|(?:x)"
+                            .encode("utf-8"))
     except Exception as exc:  # noqa: BLE001 - re2 raises several types
-        raise RuleError(
-            f"{rule.source}: rule {rule.id}: pattern {pattern!r} does not compile: {exc}"
-        ) from None
+        raise RuleError(f"{where} does not compile: {exc}") from None
     if isinstance(compiled, re2.FallbackPattern) or type(compiled).__name__ != "Pattern":
         raise RuleError(
             f"{rule.source}: rule {rule.id}: pattern {pattern!r} needs backtracking "

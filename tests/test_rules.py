@@ -75,6 +75,26 @@ def test_bad_user_rules(tmp_path, body, error):
         RuleSet(load_rules([path]), engine="re2")
 
 
+# \Q quotes to \E or to the end: RE2 accepts 'a\Qb' alone, but the RE2
+# engine joins patterns as '(?i:a\Qb)|...', where it swallows the ')': a raw
+# re2.error once escaped (tools/fuzz.py found it).
+@pytest.mark.parametrize("engine", ["hyperscan", "re2"])
+@pytest.mark.parametrize("pattern", ["free\\Q(", "\\Qfree.money\\E now"])
+def test_quote_meta_is_a_rule_error_in_both_engines(tmp_path, engine, pattern):
+    path = tmp_path / "q.toml"
+    path.write_text("[[rule]]\nid='Q1'\ncategory='marketing'\nconfidence=0.9\n"
+                    f"fields=['body', 'urls']\npatterns=['{pattern}']\n")
+    with pytest.raises(RuleError, match=r"q\.toml: rule Q1: pattern .*\\Q\.\.\.\\E quoting is "
+                                        r"not supported"):
+        RuleSet(load_rules([path], builtin=False), engine=engine)
+    # An escaped backslash before a Q is a literal, not a quote.
+    path.write_text("[[rule]]\nid='Q2'\ncategory='marketing'\nconfidence=0.9\n"
+                    "fields=['body']\npatterns=['back\\\\Qslash']\n")
+    rs = RuleSet(load_rules([path], builtin=False), engine=engine)
+    M = _message(subject="s", text="a back\\Qslash here")
+    assert [rs.rules[i].id for i in rs.scan_fields(render_fields(M))] == ["Q2"]
+
+
 @pytest.mark.parametrize("engine", ["hyperscan", "re2"])
 def test_user_rule_hits(tmp_path, engine):
     rs = _user_rule(tmp_path, engine, "MY_WORD", ["subject"], r"zorblax\s+deal")

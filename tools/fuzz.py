@@ -13,7 +13,9 @@ runs: ``parse_chunk`` over one buffer holding all of them (and
 model) and ``chunk_records``, whose rows must encode with msgspec.  The
 splitter's messages must hold every byte of the file once, and of a damaged
 gzip copy (every 10th batch) every byte up to an InputError that names the
-file; every message must come back as exactly one result, alone or in its chunk alike; the
+file; a user rule file with a random pattern (every 20th batch) must load
+in both engines or raise a RuleError naming the file and the rule; every
+message must come back as exactly one result, alone or in its chunk alike; the
 parser must not raise nor return a str UTF-8 cannot carry; verdicts must be
 ham or spam with a finite score in [0, 1]; the same input must give the
 same result twice.
@@ -70,6 +72,15 @@ TOKENS = [
     b"From: \"=?utf-8?q?a=2C_b?=\" <x@y>\n", b"From: <>\n", b"From: a@b@c\n",
     b"Subject: ", b"Subject: =?utf-8?b?8J+Ygg==?=\n", b"Message-ID: <a@b>\n",
     b"To: undisclosed-recipients:;\n", b"Reply-To: x@\n",
+]
+
+# Pieces of user rule patterns (RE2 / Hyperscan syntax and beyond it).
+PATTERN_PIECES = [
+    "a", "b", " ", "\\s", "\\s+", "\\s*", "\\s{0,3}", "\\d", "\\w", ".", "*", "+", "?", "{2}",
+    "{0,30}", "{,3}", "{3,}", "(", ")", "(?:", "(?i)", "(?s)", "(?m)", "(?x)", "(?=", "(?!", "(?<=",
+    "(?P<n>", "\\1", "\\k<n>", "[", "]", "[^", "a-z", "[[:alpha:]]", "|", "^", "$", "\\b", "\\B",
+    "\\A", "\\z", "\\Z", "\\x00", "\\xff", "\\u00e9", "\u00e9", "\\p{L}", "\\Q", "\\E", "(?#c)",
+    "{", "}", "\\\\", "'", "\"", "\\n", "\\t", "\\h", "\\R", "\\X", "\\C", "*?", "++", "\x00",
 ]
 
 EDGE_CASES = [
@@ -240,6 +251,30 @@ def check_gzip(path: str, data: bytes, rng: random.Random) -> None:
             raise Failure(f"split_mbox (damaged gzip): the error does not name the file: {exc}")
 
 
+def check_rule_pattern(pattern: str, directory: str, messages: list) -> None:
+    """A user rule file with ``pattern`` loads and scans in both engines, or
+    raises a RuleError naming the file and the rule; nothing else."""
+    import json
+
+    from atlas_fast.errors import RuleError
+    from atlas_fast.rules import RuleSet, load_rules
+
+    path = os.path.join(directory, "fuzz_rules.toml")
+    # A JSON string of BMP text is a TOML basic string.
+    text = ('[[rule]]\nid = "FUZZ_RULE"\ncategory = "marketing"\nconfidence = 0.99\n'
+            f'fields = ["subject", "body", "urls"]\npatterns = [{json.dumps(pattern)}]\n')
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(text)
+    for engine in ("hyperscan", "re2"):
+        try:
+            ruleset = RuleSet(load_rules([path], builtin=False), engine=engine)
+        except RuleError as exc:
+            if path not in str(exc) or "FUZZ_RULE" not in str(exc):
+                raise Failure(f"{engine}: the RuleError names neither file nor rule: {exc}")
+            continue
+        ruleset.scan_chunk(messages)
+
+
 def check_pipeline(path: str, data: bytes, db: str) -> None:
     """``process_mbox`` stores one row per message the splitter finds, at
     its offset and length: the rows cover the file."""
@@ -314,6 +349,9 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
     rng = random.Random(seed)
     seeds = _seed_messages(corpus, max_seeds, rng)
     classifier = Classifier(cache=False)
+    from atlas_fast._parser import parse_message
+
+    parsed_sample = [parse_message(m) for m in EDGE_CASES[:12]]
     os.makedirs(crash_dir, exist_ok=True)
     current = os.path.join(crash_dir, "current.mbox")
     current_gz = current + ".gz"
@@ -334,6 +372,9 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
             check_batch(batch, classifier)
             if done % 10 == 0:
                 check_gzip(current_gz, data, rng)
+            if done % 20 == 0:
+                pattern = "".join(rng.choice(PATTERN_PIECES) for _ in range(rng.randint(1, 8)))
+                check_rule_pattern(pattern, crash_dir, parsed_sample)
             if pipeline_every and done % pipeline_every == 0:
                 check_pipeline(current, data, os.path.join(crash_dir, "fuzz.sqlite"))
         except Exception as exc:  # report, keep the input, go on
@@ -350,7 +391,7 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
             log(f"{done} rounds, {messages} messages, {failures} failures, "
                 f"{messages / (now - start):.0f} messages/s")
             next_log = now + 10
-    for name in ("current.mbox", "current.mbox.gz", "fuzz.sqlite"):
+    for name in ("current.mbox", "current.mbox.gz", "fuzz.sqlite", "fuzz_rules.toml"):
         if os.path.exists(os.path.join(crash_dir, name)):
             os.remove(os.path.join(crash_dir, name))
     return {"rounds": done, "messages": messages, "failures": failures, "seeds": len(seeds)}
