@@ -7,6 +7,12 @@ A model file is::
     header                       msgpack (msgspec) of :class:`ModelHeader`
     bucket indices               uint32 little-endian, ``header.nnz`` of them
     weights                      float32 little-endian, ``header.nnz`` of them
+    checksum                     32 bytes, sha256 of everything before it
+
+The checksum (format version 2) covers the header too: a changed bit in the
+threshold, the calibration, the bias or the header allow-list would
+otherwise load and silently change verdicts.  Version 1 files (no checksum;
+their weights' sha256 is in the header, as in every version) still load.
 
 Only non-zero weights are stored; loading expands them to a dense array of
 ``2**nbits`` bfloat16 weights (see :class:`Model`), which the Cython scorer
@@ -42,7 +48,10 @@ __all__ = [
 ]
 
 MAGIC = b"ATLASMDL"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions decode_model reads: 1 had no whole-file checksum.
+_READABLE_FORMATS = (1, 2)
+_CHECKSUM_BYTES = 32
 
 # Headers whose presence is a model feature.  An allow-list on purpose: the
 # shared corpora carry filter stamps (X-Spam-*, X-Barracuda-*, X-RC-*),
@@ -153,7 +162,10 @@ def _encode(header: ModelHeader, weights) -> bytes:
         header, nnz=int(nz.size), weights_sha256=hashlib.sha256(body).hexdigest()
     )
     raw_header = msgspec.msgpack.encode(header)
-    return MAGIC + struct.pack("<I", len(raw_header)) + raw_header + body
+    data = MAGIC + struct.pack("<I", len(raw_header)) + raw_header + body
+    if header.format_version == 1:  # tests of the old format
+        return data
+    return data + hashlib.sha256(data).digest()
 
 
 def save_model(path, header: ModelHeader, weights) -> str:
@@ -179,18 +191,30 @@ def decode_model(data: bytes, where: str = "<bytes>") -> Model:
 
     if len(data) < 12 or data[:8] != MAGIC:
         raise ModelError(f"{where}: not an atlas_fast model file (bad magic)")
+    # Whether the file ends with the checksum of the rest (version 2): known
+    # before its header, which it covers, is trusted.
+    intact = (len(data) >= 12 + _CHECKSUM_BYTES and hashlib.sha256(
+        memoryview(data)[:-_CHECKSUM_BYTES]).digest() == data[-_CHECKSUM_BYTES:])
+    end = len(data) - _CHECKSUM_BYTES if intact else len(data)
     (hlen,) = struct.unpack_from("<I", data, 8)
-    if 12 + hlen > len(data):
+    if 12 + hlen > end:
         raise ModelError(f"{where}: truncated model header")
     try:
         header = msgspec.msgpack.decode(data[12 : 12 + hlen], type=ModelHeader)
     except msgspec.DecodeError as exc:
         raise ModelError(f"{where}: corrupt model header: {exc}") from None
-    if header.format_version != FORMAT_VERSION:
+    if header.format_version not in _READABLE_FORMATS:
         raise ModelError(
             f"{where}: model format version {header.format_version} is not supported "
-            f"(this atlas_fast reads version {FORMAT_VERSION}); retrain with atlas-fast train"
+            f"(this atlas_fast reads versions {', '.join(map(str, _READABLE_FORMATS))}); "
+            "retrain with atlas-fast train"
         )
+    if header.format_version >= 2 and not intact:
+        if len(data) - 12 - hlen < _CHECKSUM_BYTES + 8 * header.nnz:
+            raise ModelError(f"{where}: truncated model file ({len(data)} bytes)")
+        raise ModelError(f"{where}: model file checksum mismatch (corrupt file)")
+    if header.format_version == 1:
+        end = len(data)  # no checksum: every byte after the header is weights
     if header.feature_version != FEATURE_VERSION:
         raise ModelError(
             f"{where}: model was trained with feature version {header.feature_version}, "
@@ -198,7 +222,7 @@ def decode_model(data: bytes, where: str = "<bytes>") -> Model:
         )
     if not 8 <= header.nbits <= 28 or header.calib_a <= 0:
         raise ModelError(f"{where}: corrupt model header (nbits={header.nbits})")
-    body = data[12 + hlen :]
+    body = data[12 + hlen : end]
     if len(body) != 8 * header.nnz:
         raise ModelError(
             f"{where}: truncated model weights ({len(body)} bytes, expected {8 * header.nnz})"

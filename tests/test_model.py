@@ -65,7 +65,7 @@ def test_numpy_loader_rounds_as_the_compiled_one(monkeypatch):
     "mutate, match",
     [
         (lambda b: b"NOTMODEL" + b[8:], "bad magic"),
-        (lambda b: b[:-3], "truncated model weights"),
+        (lambda b: b[:-3], "truncated model file"),
         (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "checksum mismatch"),
         (lambda b: b[:20], "truncated model header"),
     ],
@@ -76,6 +76,56 @@ def test_corrupt_files(tmp_path, mutate, match):
     data = mutate((tmp_path / "m.bin").read_bytes())
     with pytest.raises(ModelError, match=match):
         decode_model(data, "m.bin")
+
+
+@pytest.mark.parametrize("field, value", [("bias", -0.75), ("calib_a", 1.5), ("calib_b", 0.25),
+                                          ("threshold", 0.25), ("header_allow", ["x-mailes"]),
+                                          ("url_domain_features", False)])
+def test_a_changed_header_is_a_corrupt_file(tmp_path, field, value):
+    # Each of these changes verdicts, and the weights' checksum does not
+    # cover them: the file's checksum (format 2) does.  The value is
+    # patched in place, as a flipped bit on disk would.
+    import msgspec
+
+    save_model(tmp_path / "m.bin", _header(), np.ones(1 << 10, np.float32))
+    data = (tmp_path / "m.bin").read_bytes()
+    old = msgspec.msgpack.encode(_header())
+    hlen = int.from_bytes(data[8:12], "little")
+    header = msgspec.msgpack.decode(data[12:12 + hlen], type=ModelHeader)
+    patched = msgspec.msgpack.encode(msgspec.structs.replace(header, **{field: value}))
+    assert len(patched) == hlen and len(old) <= hlen  # same length: a change in place
+    bad = data[:12] + patched + data[12 + hlen:]
+    with pytest.raises(ModelError, match="m.bin: model file checksum mismatch"):
+        decode_model(bad, "m.bin")
+    assert decode_model(data, "m.bin").header == header
+
+
+def test_format_1_files_still_load(tmp_path):
+    # No checksum after the weights; their sha256 in the header, as before.
+    w = np.zeros(1 << 10, np.float32)
+    w[[5, 9]] = [0.5, -2.0]
+    save_model(tmp_path / "v1.bin", _header(format_version=1), w)
+    save_model(tmp_path / "v2.bin", _header(), w)
+    v1, v2 = (tmp_path / "v1.bin").read_bytes(), (tmp_path / "v2.bin").read_bytes()
+    assert len(v2) == len(v1) + 32
+    m = load_model(tmp_path / "v1.bin")
+    assert m.header.format_version == 1 and m.weights == load_model(tmp_path / "v2.bin").weights
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        decode_model(v1[:-1] + bytes([v1[-1] ^ 1]), "v1.bin")
+    # A version 2 file cut to its old length is not taken for version 1.
+    with pytest.raises(ModelError, match="truncated model file"):
+        decode_model(v2[:-32], "v2.bin")
+
+
+def test_shipped_model_is_format_2():
+    import hashlib
+
+    from atlas_fast.model import default_model_path
+
+    with open(default_model_path(), "rb") as fh:
+        data = fh.read()
+    assert load_model().header.format_version == 2 == FORMAT_VERSION
+    assert hashlib.sha256(data[:-32]).digest() == data[-32:]
 
 
 @pytest.mark.parametrize("field", ["format_version", "feature_version"])

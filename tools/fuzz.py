@@ -1,24 +1,28 @@
-"""Mutation fuzzer for the compiled core: parser, classifier, row encoding.
+"""Mutation fuzzer: splitter, parser, classifier, rows, rule and model files.
 
-    python tools/fuzz.py [--seconds 60] [--seed 1] [--corpus ../shared/corpus]
-                         [--crash-dir fuzz-crashes] [--max-seeds 2000]
+    python tools/fuzz.py [--seconds 60 | --rounds N] [--seed 1] [--corpus ../shared/corpus]
+                         [--crash-dir fuzz-crashes] [--max-seeds 2000] [--pipeline-every 100]
 
 Seeds are real messages (the shared corpus's train files, when present, and
 ``samples/sample.mbox``) plus hand-made edge cases.  Each round mutates one
 or a few of them (bytes flipped, ranges cut, repeated or spliced, MIME and
-HTML fragments inserted, lines folded, huge runs) and sends the batch
-through the splitter (written as an mbox file) and what a pipeline worker
-runs: ``parse_chunk`` over one buffer holding all of them (and
-``parse_message`` on each), the classifier (rules, enrichment, features,
-model) and ``chunk_records``, whose rows must encode with msgspec.  The
-splitter's messages must hold every byte of the file once, and of a damaged
-gzip copy (every 10th batch) every byte up to an InputError that names the
-file; a user rule file with a random pattern (every 20th batch) must load
-in both engines or raise a RuleError naming the file and the rule; every
-message must come back as exactly one result, alone or in its chunk alike; the
-parser must not raise nor return a str UTF-8 cannot carry; verdicts must be
-ham or spam with a finite score in [0, 1]; the same input must give the
-same result twice.
+HTML fragments inserted, lines folded, huge runs) and checks:
+
+* the splitter, on the batch written as an mbox file: its messages hold
+  every byte of the file once, in order;
+* what a pipeline worker runs: ``parse_chunk`` over one buffer holding the
+  batch, each message also alone in its chunk (the same result) and through
+  ``parse_message`` (never raises, no str UTF-8 cannot carry), the
+  classifier (rules, enrichment, features, model: ``ham`` or ``spam``, a
+  finite score in [0, 1], the same twice) and ``chunk_records``, whose rows
+  must encode with msgpack;
+* every 10th batch, a damaged gzip copy: the splitter's messages up to an
+  InputError that names the file, nothing else;
+* every 20th, a user rule file with a random pattern: both engines load and
+  scan it, or raise a RuleError naming the file and the rule;
+* every 50th, the shipped model file damaged: refused with a ModelError;
+* every ``--pipeline-every``-th, a whole ``process_mbox`` run: one row per
+  message the splitter finds.
 
 Python exceptions and broken invariants are reported with the input saved
 under ``--crash-dir``.  Memory errors in C need a sanitizer build, which
@@ -275,6 +279,32 @@ def check_rule_pattern(pattern: str, directory: str, messages: list) -> None:
         ruleset.scan_chunk(messages)
 
 
+def check_model_file(model: bytes, rng: random.Random) -> None:
+    """The shipped model file with a bit flipped, cut short or its header
+    length changed: decode_model refuses it with a ModelError (the file's
+    checksum covers every byte), and never loads it."""
+    from atlas_fast.errors import ModelError
+    from atlas_fast.model import decode_model
+
+    b = bytearray(model)
+    op = rng.randrange(3)
+    if op == 0:
+        b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    elif op == 1:
+        del b[rng.randrange(len(b)):]
+    else:
+        b[8:12] = rng.randrange(1 << 32).to_bytes(4, "little")
+    if bytes(b) == model:
+        return
+    try:
+        decode_model(bytes(b), "fuzz-model.bin")
+    except ModelError as exc:
+        if "fuzz-model.bin" not in str(exc):
+            raise Failure(f"the ModelError does not name the file: {exc}")
+        return
+    raise Failure(f"a damaged model file loaded (mutation {op})")
+
+
 def check_pipeline(path: str, data: bytes, db: str) -> None:
     """``process_mbox`` stores one row per message the splitter finds, at
     its offset and length: the rows cover the file."""
@@ -351,7 +381,11 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
     classifier = Classifier(cache=False)
     from atlas_fast._parser import parse_message
 
+    from atlas_fast.model import default_model_path
+
     parsed_sample = [parse_message(m) for m in EDGE_CASES[:12]]
+    with open(default_model_path(), "rb") as fh:
+        model_bytes = fh.read()
     os.makedirs(crash_dir, exist_ok=True)
     current = os.path.join(crash_dir, "current.mbox")
     current_gz = current + ".gz"
@@ -372,6 +406,8 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
             check_batch(batch, classifier)
             if done % 10 == 0:
                 check_gzip(current_gz, data, rng)
+            if done % 50 == 0:
+                check_model_file(model_bytes, rng)
             if done % 20 == 0:
                 pattern = "".join(rng.choice(PATTERN_PIECES) for _ in range(rng.randint(1, 8)))
                 check_rule_pattern(pattern, crash_dir, parsed_sample)
