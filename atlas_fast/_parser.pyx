@@ -37,6 +37,9 @@ from cpython.unicode cimport (
     PyUnicode_DecodeUTF8,
 )
 from libc.stdint cimport uint8_t, uint64_t
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+from libc.string cimport memchr, memcmp, memcpy, memset, strcmp, strlen
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object s)
@@ -47,9 +50,6 @@ cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize_or_null "PyUnicode_AsUTF8AndSize"(object s,
                                                                         Py_ssize_t *size)
     void PyErr_Clear()
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF
-from libc.string cimport memchr, memcmp, memcpy, memset, strcmp, strlen
 
 import codecs
 import re
@@ -188,7 +188,7 @@ cdef str text_from_bytes(const uint8_t *p, Py_ssize_t n, const char *charset):
     return _no_surrogates(text)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 cdef str _no_surrogates(str text):

@@ -39,8 +39,8 @@ except ImportError:  # pragma: no cover - isal is a dependency
     _IsalError = zlib.error
 # What a read of a damaged stream raises: a gzip file cut short (EOFError),
 # corrupt deflate data (zlib.error; isal's own class, which is no subclass
-# of it, for most corruptions: "Invalid lookback distance found"), a bad
-# CRC or header (OSError's BadGzipFile), an I/O error.
+# of it: "Invalid lookback distance found"), a bad CRC or header (OSError's
+# BadGzipFile, what most damage gives), an I/O error.
 _READ_ERRORS = (EOFError, zlib.error, _IsalError, OSError)
 _GZIP_MAGIC = b"\x1f\x8b"
 _WHITESPACE = frozenset(b" \t\r\n")
