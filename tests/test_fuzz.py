@@ -6,7 +6,6 @@ import ast
 import importlib.util
 import subprocess
 import sys
-from array import array
 
 import pytest
 
@@ -86,9 +85,12 @@ def test_broken_verdicts_are_failures(field, value):
         fuzz.check_batch([b"Subject: x\n\ny\n"], _BadClassifier(bad))
 
 
-def test_check_batch_runs_the_worker_path():
+def test_the_edge_cases_pass_every_check(tmp_path):
     from atlas_fast.classify import Classifier
 
     fuzz = _fuzz()
-    fuzz.check_batch(list(fuzz.EDGE_CASES), Classifier(cache=False))
-    assert isinstance(fuzz.mbox_of([b"x"])[1], array)
+    batch = list(fuzz.EDGE_CASES)
+    data, _starts, _ends = fuzz.mbox_of(batch)
+    (tmp_path / "edge.mbox").write_bytes(data)
+    fuzz.check_split(str(tmp_path / "edge.mbox"), data)
+    fuzz.check_batch(batch, Classifier(cache=False))
