@@ -132,7 +132,12 @@ cdef extern from "Python.h":
 # spam_2; personalised newsletters say "sent to you@...") [2, 98.28] [6,
 # 98.41] [4, 98.28] [2, 98.68] (14 FP, 98.41 %); paired, SpamAssassin false
 # positives only one of the two makes 2 (with it) / 0, missed spam 4 / 1.
-# The body's tokens of the address carry it already.  (The recipient's own
+# The body's tokens of the address carry it already.  A mailing list's
+# subject tag ("[ILUG] ...", a leading "Re:" kept) left out of the subject
+# tokens, as list-relayed spam (11 % of SpamAssassin train spam) is missed
+# 4.1 % of the time against 1.2 % for other spam: [2, 98.35] [5, 98.41]
+# [4, 98.35] [1, 98.61] (12 FP, 98.43 %), paired 1 / 1 and 2 / 0: the tag
+# is not what hides it.  (The recipient's own
 # local part as tokens was not tried: CSDMC2010 spam is addressed to
 # "hibody@csmining.org", a collection artefact, 83 % of it.)
 # Cross-era check (session 14, a prototype of tools/cross_era.py that
