@@ -131,6 +131,12 @@ cdef dict _SUPERSETS = {
 }
 
 
+# Text codecs of Python's that no mail charset label names: read as unknown.
+cdef frozenset _NOT_CHARSETS = frozenset({
+    "unicode-escape", "raw-unicode-escape", "punycode", "idna", "undefined",
+})
+
+
 cdef object _codec_for(const char *charset):
     key = <bytes>charset
     try:
@@ -140,8 +146,11 @@ cdef object _codec_for(const char *charset):
     name = None
     try:
         info = codecs.lookup(key.decode("ascii"))
-        # Only text encodings: "base64" or "rot13" as a charset is junk.
-        if getattr(info, "_is_text_encoding", True):
+        # Only text encodings ("base64" or "rot13" as a charset is junk),
+        # and only charsets: Python's own escape and IDNA codecs are not
+        # (unicode_escape turned '\\ud800' into a lone surrogate and warned
+        # about every other backslash).
+        if getattr(info, "_is_text_encoding", True) and info.name not in _NOT_CHARSETS:
             name = _SUPERSETS.get(info.name, info.name).encode("ascii")
     except (LookupError, UnicodeError, ValueError):
         pass

@@ -447,22 +447,33 @@ def test_header_names_lower_cased_and_interned():
             assert x is y
 
 
-# Codecs that decode to lone surrogates, "replace" or not: UTF-7's "+2D3AAA-"
-# is a high surrogate alone, unicode_escape spells one out.  Found by
-# tools/fuzz.py: parse_message raised UnicodeEncodeError on the first two.
+# UTF-7 decodes to lone surrogates, "replace" or not: "+2D3AAA-" is a high
+# one followed by other text, "+3AA-" a low one.  Found by tools/fuzz.py:
+# parse_message raised UnicodeEncodeError on such text and HTML parts.
 @pytest.mark.parametrize("ctype, body", [
     ("text/html; charset=utf-7", b"<p>hi +2D3AAA- there <a href='http://x.example/+2D3AAA-'>x</a>\n"),
     ("text/plain; charset=utf-7", b"hi +2D3AAA- there http://x.example/+2D3AAA-\n"),
-    ("text/plain; charset=unicode_escape", b"hi \\ud800 there\n"),
+    ("text/plain; charset=utf-7", b"hi +3AA- there\n"),
 ])
-def test_charsets_that_decode_to_lone_surrogates(ctype, body):
-    m = parse_message(msg("Subject: =?utf-7?Q?+2D3AAA-?= s\nFrom: =?unicode_escape?Q?=5Cudc00?= "
+def test_utf7_lone_surrogates_become_replacement_characters(ctype, body):
+    m = parse_message(msg("Subject: =?utf-7?Q?+2D3AAA-?= s\nFrom: =?utf-7?Q?+3AA-?= "
                           f"<a@example.com>\nContent-Type: {ctype}", body))
     assert m.error is None
     assert m.text.startswith("hi \ufffd") and "there" in m.text
     assert m.subject.startswith("\ufffd") and m.from_name == "\ufffd"
     for value in (m.subject, m.from_name, m.text, *m.urls):
         value.encode("utf-8")  # UTF-8 carries every field
+
+
+# Python's escape and IDNA codecs are no mail charsets: such a label is read
+# as an unknown one (UTF-8 with replacement), so "\ud800" stays six
+# characters instead of becoming a lone surrogate.
+@pytest.mark.parametrize("charset", ["unicode_escape", "raw-unicode-escape", "punycode", "idna"])
+def test_python_only_codecs_are_not_charsets(charset):
+    m = parse_message(msg(f"Subject: =?{charset}?Q?a=5Cud800?=\nContent-Type: text/plain; "
+                          f"charset={charset}", b"x \\ud800 \\u0041 caf\xc3\xa9\n"))
+    assert m.subject == "a\\ud800"
+    assert m.text == "x \\ud800 \\u0041 caf\u00e9\n"
 
 
 def test_html_charset_is_decoded_first():
