@@ -42,7 +42,6 @@ from cpython.ref cimport Py_INCREF
 from libc.string cimport memchr, memcmp, memcpy, memset, strcmp, strlen
 
 cdef extern from "Python.h":
-    bint PyUnicode_IS_ASCII(object s)
     int PyUnicode_KIND(object s)
     int PyUnicode_1BYTE_KIND
     # PyUnicode_AsUTF8AndSize, NULL with an exception set when the str
@@ -201,13 +200,13 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 cdef str _no_surrogates(str text):
-    """``text`` with each lone surrogate as U+FFFD.  UTF-7 ("+2D3AAA-") and
-    unicode_escape ("\\ud800") decode to them, "replace" or not, and UTF-8
-    cannot carry them: the parser's own UTF-8 reads (URLs, HTML), the
-    featurizer and the writer would fail on the message."""
+    """``text`` with each lone surrogate as U+FFFD.  UTF-7 ("+2D3AAA-")
+    decodes to them, "replace" or not, and UTF-8 cannot carry them: the
+    parser's own UTF-8 reads (URLs, HTML), the featurizer and the writer
+    would fail on the message."""
     cdef Py_ssize_t n
-    if PyUnicode_IS_ASCII(text) or PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND:
-        return text  # no code point above U+00FF
+    if PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND:
+        return text  # no code point above U+00FF (ASCII included)
     if PyUnicode_AsUTF8AndSize_or_null(text, &n) != NULL:
         return text  # (its UTF-8 stays cached: the parser and featurizer read it)
     PyErr_Clear()

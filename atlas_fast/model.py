@@ -195,9 +195,8 @@ def decode_model(data: bytes, where: str = "<bytes>") -> Model:
     # before its header, which it covers, is trusted.
     intact = (len(data) >= 12 + _CHECKSUM_BYTES and hashlib.sha256(
         memoryview(data)[:-_CHECKSUM_BYTES]).digest() == data[-_CHECKSUM_BYTES:])
-    end = len(data) - _CHECKSUM_BYTES if intact else len(data)
     (hlen,) = struct.unpack_from("<I", data, 8)
-    if 12 + hlen > end:
+    if 12 + hlen > len(data) - (_CHECKSUM_BYTES if intact else 0):
         raise ModelError(f"{where}: truncated model header")
     try:
         header = msgspec.msgpack.decode(data[12 : 12 + hlen], type=ModelHeader)
@@ -209,12 +208,14 @@ def decode_model(data: bytes, where: str = "<bytes>") -> Model:
             f"(this atlas_fast reads versions {', '.join(map(str, _READABLE_FORMATS))}); "
             "retrain with atlas-fast train"
         )
-    if header.format_version >= 2 and not intact:
-        if len(data) - 12 - hlen < _CHECKSUM_BYTES + 8 * header.nnz:
-            raise ModelError(f"{where}: truncated model file ({len(data)} bytes)")
-        raise ModelError(f"{where}: model file checksum mismatch (corrupt file)")
     if header.format_version == 1:
         end = len(data)  # no checksum: every byte after the header is weights
+    elif intact:
+        end = len(data) - _CHECKSUM_BYTES
+    elif len(data) - 12 - hlen < _CHECKSUM_BYTES + 8 * header.nnz:
+        raise ModelError(f"{where}: truncated model file ({len(data)} bytes)")
+    else:
+        raise ModelError(f"{where}: model file checksum mismatch (corrupt file)")
     if header.feature_version != FEATURE_VERSION:
         raise ModelError(
             f"{where}: model was trained with feature version {header.feature_version}, "

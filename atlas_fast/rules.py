@@ -782,12 +782,14 @@ def _check_re2(rule: Rule, pattern: str):
             # for a pattern rejected just below.
             warnings.simplefilter("ignore", FutureWarning)
             compiled = re2.compile((prefix + pattern).encode("utf-8"))
-            # As the RE2 engine compiles it: one group among others (and,
+            # As the RE2 engine compiles it: a group in an alternation (and,
             # for squeezed fields, with its whitespace rewritten).
-            for variant in {pattern} | ({squeeze_pattern(pattern)}
-                                        if set(rule.fields) & set(SQUEEZED_FIELDS) else set()):
-                re2.compile(f"(?{'' if rule.case_sensitive else 'i'}:{variant})|(?:x)"
-                            .encode("utf-8"))
+            variants = [pattern]
+            if set(rule.fields) & set(SQUEEZED_FIELDS):
+                variants.append(squeeze_pattern(pattern))
+            flags = "" if rule.case_sensitive else "i"
+            for variant in variants:
+                re2.compile(f"(?{flags}:{variant})|(?:x)".encode("utf-8"))
     except Exception as exc:  # noqa: BLE001 - re2 raises several types
         raise RuleError(f"{where} does not compile: {exc}") from None
     if isinstance(compiled, re2.FallbackPattern) or type(compiled).__name__ != "Pattern":

@@ -210,16 +210,25 @@ def _strings(value):
             yield from _strings(v)
 
 
-def check_split(path: str, data: bytes) -> None:
-    """The splitter cuts the file into messages that hold every byte once,
-    in order (a mutated message may hold a "From " line of its own)."""
+def _split_offsets(path: str, data: bytes | None = None) -> int:
+    """Walk ``split_mbox(path)``: each message must start where the one
+    before ended (and, with ``data``, hold the file's bytes there); returns
+    where the last one ended."""
     from atlas_fast.splitter import split_mbox
 
     at = 0
     for offset, raw in split_mbox(path):
-        if offset != at or data[at:at + len(raw)] != raw:
-            raise Failure(f"split_mbox: message at {offset} is not the file's bytes at {at}")
+        if offset != at or (data is not None and data[at:at + len(raw)] != raw):
+            raise Failure(f"split_mbox {path}: message at {offset} is not the file's bytes "
+                          f"at {at}")
         at += len(raw)
+    return at
+
+
+def check_split(path: str, data: bytes) -> None:
+    """The splitter cuts the file into messages that hold every byte once,
+    in order (a mutated message may hold a "From " line of its own)."""
+    at = _split_offsets(path, data)
     if at != len(data):
         raise Failure(f"split_mbox covered {at} of {len(data)} bytes")
 
@@ -232,7 +241,6 @@ def check_gzip(path: str, data: bytes, rng: random.Random) -> None:
     import gzip
 
     from atlas_fast.errors import InputError
-    from atlas_fast.splitter import split_mbox
 
     z = bytearray(gzip.compress(data, compresslevel=1, mtime=0))
     op = rng.randrange(3)
@@ -246,15 +254,12 @@ def check_gzip(path: str, data: bytes, rng: random.Random) -> None:
         del z[at:at + rng.randint(1, 64)]
     with open(path, "wb") as fh:
         fh.write(z)
-    at = 0
     try:
-        for offset, raw in split_mbox(path):
-            if offset != at:
-                raise Failure(f"split_mbox (damaged gzip): message at {offset}, expected {at}")
-            at += len(raw)
+        _split_offsets(path)  # the bytes before the damage may differ from data
     except InputError as exc:
         if exc.path != path or not str(exc).startswith(path):
             raise Failure(f"split_mbox (damaged gzip): the error does not name the file: {exc}")
+    os.remove(path)  # kept only when the check fails
 
 
 def check_rule_pattern(pattern: str, directory: str, messages: list) -> None:
@@ -365,7 +370,7 @@ def check_batch(messages: list, classifier) -> None:
             raise Failure(f"message {i}: score {v.score!r}")
     if classifier.classify_chunk(parsed) != verdicts:
         raise Failure("classify_chunk is not deterministic")
-    records = chunk_records(parsed, verdicts, array("q", starts), array("q", ends), 0)
+    records = chunk_records(parsed, verdicts, starts, ends, 0)
     if len(records) != len(messages):
         raise Failure(f"{len(records)} rows for {len(messages)} messages")
     msgspec.msgpack.decode(msgspec.msgpack.encode(records))
@@ -376,15 +381,13 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
     """Fuzz for ``seconds`` (or ``rounds`` batches); returns the counts.
     Every ``pipeline_every``-th batch (0: none) also goes through
     :func:`check_pipeline`: a whole run, writer and SQLite included."""
+    from atlas_fast._parser import parse_message
     from atlas_fast.classify import Classifier
+    from atlas_fast.model import default_model_path
 
     rng = random.Random(seed)
     seeds = _seed_messages(corpus, max_seeds, rng)
     classifier = Classifier(cache=False)
-    from atlas_fast._parser import parse_message
-
-    from atlas_fast.model import default_model_path
-
     parsed_sample = [parse_message(m) for m in EDGE_CASES[:12]]
     with open(default_model_path(), "rb") as fh:
         model_bytes = fh.read()
@@ -419,8 +422,8 @@ def run(seconds: float, seed: int, corpus: str | None, crash_dir: str, max_seeds
             failures += 1
             path = os.path.join(crash_dir, f"failure-{seed}-{done}.mbox")
             os.replace(current, path)
-            if os.path.exists(current_gz):
-                os.replace(current_gz, path + ".gz")  # the damaged copy, if it was that
+            if os.path.exists(current_gz):  # check_gzip failed: its damaged copy
+                os.replace(current_gz, path + ".gz")
             log(f"FAIL round {done}: {type(exc).__name__}: {exc} -> {path}")
         done += 1
         messages += len(batch)
