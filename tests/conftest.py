@@ -23,6 +23,16 @@ MANIFEST_COUNTS = {
 }
 
 
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (tools/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def corpus_file(name: str) -> Path:
     path = CORPUS / name
     if not path.exists():

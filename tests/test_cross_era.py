@@ -3,24 +3,20 @@ a small corpus whose figures agree with the classifier."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
 from atlas_fast.splitter import split_mbox
-from conftest import REPO, corpus_file
+from conftest import corpus_file, load_tool
 
 FILES = ["spamassassin-train-ham.mbox.gz", "csdmc2010-train-ham.mbox.gz",
          "spamassassin-train-spam.mbox.gz", "csdmc2010-train-spam.mbox.gz"]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("cross_era", REPO / "tools" / "cross_era.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("cross_era")
 
 
 def test_recall_at_fpr_by_hand():

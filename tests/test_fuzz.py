@@ -3,20 +3,16 @@ and its checks catch what they are there to catch."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
 
 import pytest
 
-from conftest import CORPUS, REPO
+from conftest import CORPUS, REPO, load_tool
 
 
 def _fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz", REPO / "tools" / "fuzz.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("fuzz")
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -3,11 +3,10 @@ rule exits agree with each other and with the mboxes they name."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 
 from atlas_fast.splitter import split_mbox
-from conftest import REPO, corpus_file, mbox_bytes
+from conftest import corpus_file, load_tool, mbox_bytes
 
 FILES = ["spamassassin-train-ham.mbox.gz", "csdmc2010-train-ham.mbox.gz",
          "spamassassin-train-spam.mbox.gz", "csdmc2010-train-spam.mbox.gz"]
@@ -18,10 +17,7 @@ REMOVAL = (b"From: offers@bulk.example\nSubject: Offer %d\n\n"
 
 
 def _nested_cv():
-    spec = importlib.util.spec_from_file_location("nested_cv", REPO / "tools" / "nested_cv.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("nested_cv")
 
 
 def _small_corpus(tmp_path):

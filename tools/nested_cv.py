@@ -137,6 +137,37 @@ def _paired(pred, base, y, is_sa):
     return out
 
 
+def load_train(corpus, params, keep_filter_tags: bool = False):
+    """The train files as :func:`train_model` reads them: ``(msgs, y, is_sa,
+    where, factor)``, ham then spam, SpamAssassin before CSDMC2010 in each;
+    ``where`` is (file name, position) and ``factor`` the per-row ham
+    factors of ``params.ham_subset_weights`` (None without)."""
+    msgs, labels, is_sa, where = [], [], [], []
+    for label, kind in ((0, "ham"), (1, "spam")):
+        for name in ("spamassassin", "csdmc2010"):
+            fname = f"{name}-train-{kind}.mbox.gz"
+            part = read_messages([os.path.join(corpus, fname)])
+            msgs += part
+            labels += [label] * len(part)
+            is_sa += [name == "spamassassin"] * len(part)
+            where += [(fname, i) for i in range(len(part))]
+    factor = (subset_ham_factors([(os.path.join(corpus, f), i) for f, i in where],
+                                 params.ham_subset_weights)
+              if params.ham_subset_weights else None)
+    if not keep_filter_tags:
+        strip_filter_tags(msgs)
+    return msgs, np.array(labels, dtype=np.float64), np.array(is_sa), where, factor
+
+
+def rule_exits(msgs) -> np.ndarray:
+    """Whether a built-in rule decides each message, as the classifier does."""
+    ruleset = RuleSet(load_rules())
+    hits = [h for i in range(0, len(msgs), 1000) for h in ruleset.scan_chunk(msgs[i : i + 1000])]
+    # Rule indices are RuleSet.rules positions, not load_rules() ones (the
+    # category hints are not rules): RuleSet.exits, as the classifier decides.
+    return np.array(ruleset.exits(hits)) >= 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=os.path.join(HERE, "..", "..", "shared", "corpus"))
@@ -182,26 +213,8 @@ def main(argv=None):
         params = replace_params(params, args.param)
     except ValueError as exc:
         ap.error(str(exc))
-    msgs, labels, is_sa, where = [], [], [], []
-    for label, kind in ((0, "ham"), (1, "spam")):
-        for name in ("spamassassin", "csdmc2010"):
-            fname = f"{name}-train-{kind}.mbox.gz"
-            part = read_messages([os.path.join(args.corpus, fname)])
-            msgs += part
-            labels += [label] * len(part)
-            is_sa += [name == "spamassassin"] * len(part)
-            where += [(fname, i) for i in range(len(part))]
-    factor = (subset_ham_factors([(os.path.join(args.corpus, f), i) for f, i in where],
-                                 params.ham_subset_weights)
-              if params.ham_subset_weights else None)
-    if not args.keep_filter_tags:
-        strip_filter_tags(msgs)
-    y, is_sa = np.array(labels, dtype=np.float64), np.array(is_sa)
-    ruleset = RuleSet(load_rules())
-    hits = [h for i in range(0, len(msgs), 1000) for h in ruleset.scan_chunk(msgs[i : i + 1000])]
-    # Rule indices are RuleSet.rules positions, not load_rules() ones (the
-    # category hints are not rules): RuleSet.exits, as the classifier decides.
-    exits = np.array(ruleset.exits(hits)) >= 0
+    msgs, y, is_sa, where, factor = load_train(args.corpus, params, args.keep_filter_tags)
+    exits = rule_exits(msgs)
     csr = featurize(msgs, params.nbits, url_domains=params.url_domain_features)
     pred = np.zeros((args.reps, len(y)), dtype=bool)
     gap = np.zeros((args.reps, len(y)))  # margin minus the fold's threshold
