@@ -25,13 +25,11 @@ def test_binom_tail():
 
 def test_models_are_nested_cvs_and_figures_add_up(tmp_path, capsys):
     corpus, _raws = _small_corpus(tmp_path)
-    test_files = {}
     for kind in ("ham", "spam"):
         name = f"spamassassin-test-{kind}.mbox.gz"
         raws = [raw if raw.endswith(b"\n\n") else raw.rstrip(b"\n") + b"\n\n"
                 for _, (_offset, raw) in zip(range(30), split_mbox(corpus_file(name)))]
-        test_files[kind] = corpus / name
-        test_files[kind].write_bytes(gzip.compress(b"".join(raws)))
+        (corpus / name).write_bytes(gzip.compress(b"".join(raws)))
     args = ["--corpus", str(corpus), "--reps", "2", "--param", "nbits=16"]
     load_tool("nested_cv").main(args)
     nested = json.loads(capsys.readouterr().out)["spamassassin"]

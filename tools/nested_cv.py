@@ -168,6 +168,21 @@ def rule_exits(msgs) -> np.ndarray:
     return np.array(ruleset.exits(hits)) >= 0
 
 
+def outer_models(csr, y, params, factor, first_rep: int, reps: int, jobs: int = 1, targets=()):
+    """The outer folds' models, in order: ``(rep, fold, held_out_rows, w,
+    threshold_margin, other_thresholds)`` for repetitions ``first_rep`` ..
+    ``first_rep + reps - 1`` (repetition r's folds seeded ``11 + r``), each
+    made by :func:`_procedure` from the other four folds."""
+    for rep in range(first_rep, first_rep + reps):
+        seed = 11 + rep
+        outer = stratified_folds(y, 5, seed)
+        for k in range(5):
+            tr, te = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
+            w, thr, others = _procedure(_rows(csr, tr), y[tr], params, seed * 100 + k, targets,
+                                        None if factor is None else factor[tr], jobs)
+            yield rep, k, te, w, thr, others
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=os.path.join(HERE, "..", "..", "shared", "corpus"))
@@ -219,19 +234,14 @@ def main(argv=None):
     pred = np.zeros((args.reps, len(y)), dtype=bool)
     gap = np.zeros((args.reps, len(y)))  # margin minus the fold's threshold
     sweep = np.zeros((len(args.sweep_fpr), args.reps, len(y)), dtype=bool)
-    for rep in range(args.reps):
-        seed = 11 + args.first_rep + rep
-        outer = stratified_folds(y, 5, seed)
-        for k in range(5):
-            tr, te = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
-            w, thr, others = _procedure(_rows(csr, tr), y[tr], params, seed * 100 + k,
-                                        args.sweep_fpr, None if factor is None else factor[tr],
-                                        args.jobs)
-            margins = _margins(_rows(csr, te), w)
-            gap[rep, te] = margins - thr
-            pred[rep, te] = (gap[rep, te] >= 0) | exits[te]
-            for j, t in enumerate(others):
-                sweep[j, rep, te] = (margins >= t) | exits[te]
+    for rep, _k, te, w, thr, others in outer_models(csr, y, params, factor, args.first_rep,
+                                                     args.reps, args.jobs, args.sweep_fpr):
+        rep -= args.first_rep
+        margins = _margins(_rows(csr, te), w)
+        gap[rep, te] = margins - thr
+        pred[rep, te] = (gap[rep, te] >= 0) | exits[te]
+        for j, t in enumerate(others):
+            sweep[j, rep, te] = (margins >= t) | exits[te]
     if args.misses:
         wrong = (pred != (y > 0.5)).sum(axis=0)
         with open(args.misses, "w", encoding="utf-8") as fh:

@@ -13,7 +13,8 @@ split drawn like the train files should give each about the held-out error
 rates.  Per model it prints [false positives, ham, missed spam, spam] of
 both; then the pooled rates, the test messages every model gets wrong and
 any model does, and ``tail_p``: the chance that a binomial draw of the test
-split's size at the held-out rate gives at least the test's median count.
+split's size at the held-out rate gives at least the test's median count
+(rounded down).
 """
 import argparse
 import math
@@ -28,9 +29,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 from atlas_fast.evaluate import (  # noqa: E402
-    TrainParams, _margins, _rows, featurize, read_messages, replace_params, stratified_folds,
+    TrainParams, _margins, _rows, featurize, read_messages, replace_params,
 )
-from nested_cv import _procedure, load_train, rule_exits  # noqa: E402
+from nested_cv import load_train, outer_models, rule_exits  # noqa: E402
 
 
 def binom_tail(k: int, n: int, p: float) -> float:
@@ -75,20 +76,14 @@ def main(argv=None):
     test_csr = featurize(test, params.nbits, url_domains=params.url_domain_features)
 
     models, held, test_preds = [], np.zeros(4, np.int64), []
-    for rep in range(args.reps):
-        seed = 11 + args.first_rep + rep
-        outer = stratified_folds(y, 5, seed)
-        for k in range(5):
-            tr, te = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
-            w, thr, _ = _procedure(_rows(csr, tr), y[tr], params, seed * 100 + k, (),
-                                   None if factor is None else factor[tr], args.jobs)
-            sa = te[is_sa[te]]
-            h = _counts((_margins(_rows(csr, sa), w) >= thr) | exits[sa], y[sa])
-            tp = (_margins(test_csr, w) >= thr) | test_exits
-            t = _counts(tp, ty)
-            test_preds.append(tp)
-            held += h
-            models.append({"rep": args.first_rep + rep, "fold": k, "heldout": h, "test": t})
+    for rep, k, te, w, thr, _ in outer_models(csr, y, params, factor, args.first_rep,
+                                              args.reps, args.jobs):
+        sa = te[is_sa[te]]
+        h = _counts((_margins(_rows(csr, sa), w) >= thr) | exits[sa], y[sa])
+        tp = (_margins(test_csr, w) >= thr) | test_exits
+        test_preds.append(tp)
+        held += h
+        models.append({"rep": rep, "fold": k, "heldout": h, "test": _counts(tp, ty)})
     wrong = np.array(test_preds) != (ty > 0.5)
     n_ham, n_spam = int((ty < 0.5).sum()), int((ty > 0.5).sum())
     fp_rate, miss_rate = float(held[0] / held[1]), float(held[2] / held[3])
